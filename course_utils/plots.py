@@ -23,7 +23,7 @@ def show_images(images: torch.Tensor, labels=None, class_names=None, ncols: int 
             continue
         img = images[i].float()
         img = (img - img.min()) / (img.max() - img.min() + 1e-12)  # display range only
-        ax.imshow(img.permute(1, 2, 0).squeeze(-1), cmap="gray" if img.shape[0] == 1 else None)
+        ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
         if labels is not None:
             lab = int(labels[i])
             ax.set_title(class_names[lab] if class_names else str(lab), fontsize=8)

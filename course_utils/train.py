@@ -23,11 +23,14 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _check_batch(model: nn.Module, x, y, out) -> None:
-    """Clear errors for the mistakes a first batch reveals."""
+def _check_types(x, y) -> None:
     if not torch.is_tensor(x) or not torch.is_tensor(y):
         raise TypeError(f"Each batch must be a pair of tensors (inputs, targets); got "
                         f"({type(x).__name__}, {type(y).__name__}).")
+
+
+def _check_batch(model: nn.Module, x, y, out) -> None:
+    """Clear errors for the mistakes a first batch reveals."""
     if out.shape[0] != x.shape[0]:
         raise ValueError(f"The model returned {out.shape[0]} rows for a batch of {x.shape[0]}: "
                          "check a reshape/view in forward() (use x.flatten(1), not x.view(-1)).")
@@ -39,6 +42,8 @@ def _check_batch(model: nn.Module, x, y, out) -> None:
 
 
 def _forward(model, x, device):
+    if not torch.is_tensor(x):
+        raise TypeError(f"Batch inputs must be a tensor, got {type(x).__name__}.")
     x = x.to(device, non_blocking=True)
     try:
         return model(x)
@@ -65,6 +70,7 @@ def evaluate(model: nn.Module, data, loss_fn=None) -> dict:
     total, loss_sum, correct = 0, 0.0, 0
     try:
         for x, y in data:
+            _check_types(x, y)
             out = _forward(model, x, device)
             y = y.to(device)
             _check_batch(model, x, y, out)
@@ -172,13 +178,14 @@ def fit(model: nn.Module, train_data, optimizer: torch.optim.Optimizer, epochs: 
         total, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(train_data, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
         for x, y in bar:
+            _check_types(x, y)
             out = _forward(model, x, device)
             y = y.to(device, non_blocking=True)
             if step == 0:
                 _check_batch(model, x, y, out)
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"The loss became {float(loss)} at epoch {epoch}, step "
+                raise FloatingPointError(f"The loss became {loss.item()} at epoch {epoch}, step "
                                          f"{step}: lower the learning rate or check the inputs.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -188,7 +195,7 @@ def fit(model: nn.Module, train_data, optimizer: torch.optim.Optimizer, epochs: 
                 on_step(step)
             if scheduler is not None and scheduler_per_batch:
                 scheduler.step()
-            loss_sum += float(loss) * len(x)
+            loss_sum += loss.item() * len(x)
             c = _accuracy_count(out.detach(), y)
             correct = None if c is None or correct is None else correct + c
             total += len(x)
