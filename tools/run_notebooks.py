@@ -63,6 +63,7 @@ def run(path: Path, smoke: bool, timeout: int) -> float:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         nbformat.write(nb, f)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return elapsed
 
