@@ -5,7 +5,8 @@ the python batches for CIFAR-10) once per process and kept as uint8 tensors.
 Where the files are searched, in order:
 
 1. the ``root`` argument,
-2. the folder named by the ``COURSE_DATA`` environment variable,
+2. the folder named by the ``COURSE_DATA`` environment variable (one sub-folder
+   per dataset, e.g. ``$COURSE_DATA/fashion-mnist/``, or torchvision's layout),
 3. known system folders (Debian's ``dataset-fashion-mnist`` package),
 4. a torchvision download into ``COURSE_DATA`` (or ``~/.cache/course_utils``),
    when the network allows it.
@@ -89,12 +90,13 @@ def read_idx(path: str | Path) -> torch.Tensor:
 
 def _candidates(name: str, root: str | Path | None) -> list[Path]:
     """The folders to search for ``name``, in the order of the module docstring."""
-    bases = [Path(root).expanduser()] if root is not None else []
-    if os.environ.get("COURSE_DATA"):
-        bases.append(Path(os.environ["COURSE_DATA"]).expanduser())
     out = []
-    for base in bases:
+    if root is not None:
+        base = Path(root).expanduser()
         out += [base, base / name, base / TORCHVISION_DIRS[name]]
+    if os.environ.get("COURSE_DATA"):  # one sub-folder per dataset: MNIST and Fashion share file names
+        base = Path(os.environ["COURSE_DATA"]).expanduser()
+        out += [base / name, base / TORCHVISION_DIRS[name]]
     out += SYSTEM_DIRS.get(name, [])
     out.append(default_root() / TORCHVISION_DIRS[name])
     return list(dict.fromkeys(out))

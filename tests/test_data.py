@@ -217,3 +217,18 @@ def test_batches_options_and_errors(fashion):
         data.Batches(x[:0], y[:0])
     with pytest.raises(ValueError, match="batch_size"):
         data.Batches(x[:10], y[:10], batch_size=0)
+
+
+def test_course_data_keeps_datasets_apart(isolated, monkeypatch):
+    """MNIST and Fashion-MNIST share file names: COURSE_DATA holds one sub-folder per dataset."""
+    flat = isolated / "flat"
+    flat.mkdir()
+    for f in DEBIAN.glob("t10k-*.gz"):
+        shutil.copy(f, flat / f.name)
+    monkeypatch.setenv("COURSE_DATA", str(flat))
+    with pytest.raises(data.DataNotFoundError):
+        data.load_mnist("test", download=False)  # never Fashion-MNIST under MNIST's name
+    (flat / "fashion-mnist").mkdir()
+    for f in DEBIAN.glob("t10k-*.gz"):
+        shutil.copy(f, flat / "fashion-mnist" / f.name)
+    assert data.load_fashion_mnist("test", download=False)[0].shape == (10_000, 28, 28)
