@@ -65,3 +65,142 @@ def plot_per_class(acc: torch.Tensor, class_names, title: str = "Accuracy per cl
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# --- Training diagnostics (lesson 03, also used by 04-05) -----------------------------------------
+# They read what course_utils.hooks records: ``rec`` is a ``Recorder`` (from ``record``/``diagnose``),
+# ``upd`` an ``UpdateTracker`` (from ``track_updates``). Each draws on ``ax`` when given (to put
+# several networks side by side), else on a new figure, and returns the figure.
+
+
+def _diagnostic_axes(ax, title: str | None, xlabel: str, ylabel: str):
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _histogram_lines(ax, samples: dict, labels: dict, bins: int) -> None:
+    """One line per entry: the share of its values in each of ``bins`` shared bins."""
+    samples = {k: v for k, v in samples.items() if v.numel()}
+    if not samples:
+        raise ValueError("No nonzero values were recorded: run a forward and backward pass "
+                         "inside record() (or diagnose()) before plotting.")
+    lo = min(float(torch.quantile(v[:100_000], 0.001)) for v in samples.values())
+    hi = max(float(torch.quantile(v[:100_000], 0.999)) for v in samples.values())
+    hi = hi if hi > lo else lo + 1e-6
+    centers = torch.linspace(lo, hi, bins + 1)[:-1] + (hi - lo) / bins / 2
+    for k, v in samples.items():
+        counts = torch.histc(v, bins=bins, min=lo, max=hi)
+        ax.plot(centers.numpy(), (counts / v.numel()).numpy(), label=labels[k])
+    ax.legend(fontsize=7)
+
+
+def plot_activation_histograms(rec, ax=None, title: str | None = None, bins: int = 60):
+    """Where each recorded layer's outputs fall, pooled over the recorded batches.
+
+    The legend gives each layer's mean, std and saturated share (``hooks.SATURATED``).
+    Healthy: broad curves, little mass at the flat ends (sigmoid 0 or 1, tanh -1 or 1), a
+    similar spread in every layer. For ReLU the exact zeros (its "saturated" share) are left
+    out of the curve so that the rest stays visible.
+    """
+    ax = _diagnostic_axes(ax, title, "activation value", "share of values per bin")
+    stats, samples, labels = rec.summary(), {}, {}
+    for n, kind in rec.kinds.items():
+        v = torch.cat(rec.acts[n]) if rec.acts[n] else torch.empty(0)
+        samples[n] = v[v != 0] if kind == "ReLU" else v
+        s = stats[n]
+        labels[n] = (f"{n} {kind}: mean {s['mean']:+.2f}, std {s['std']:.2f}, "
+                     f"saturated {s['saturated']:.0%}")
+    _histogram_lines(ax, samples, labels, bins)
+    return ax.figure
+
+
+def plot_gradient_histograms(rec, ax=None, title: str | None = None, bins: int = 60):
+    """log10 |gradient of the loss w.r.t. each recorded layer's output|, pooled over batches.
+
+    On a log axis a layer whose gradients are 1000 times smaller sits 3 units to the left.
+    Healthy: the curves of all layers lie on top of each other. Vanishing gradients: they
+    slide left layer by layer towards the input (exploding: to the right).
+    """
+    ax = _diagnostic_axes(ax, title, "log10 |gradient|", "share of values per bin")
+    stats, samples, labels = rec.summary(), {}, {}
+    for n, kind in rec.kinds.items():
+        g = torch.cat(rec.grads[n]) if rec.grads[n] else torch.empty(0)
+        samples[n] = g[g != 0].abs().log10()
+        labels[n] = f"{n} {kind}: grad std {stats[n]['grad_std']:.1e}"
+    _histogram_lines(ax, samples, labels, bins)
+    return ax.figure
+
+
+def plot_grad_data_ratios(rec, ax=None, title: str | None = None):
+    """std(gradient) / std(weight) of each weight matrix (mean over the recorded batches), log scale.
+
+    It says how big a step the gradient suggests relative to the weight itself. Healthy:
+    bars of similar height (often the last layer is somewhat taller); a bar orders of
+    magnitude below the rest marks a layer that plain SGD will barely move.
+    """
+    ax = _diagnostic_axes(ax, title, "weight", "grad:data ratio")
+    summary = rec.weight_summary()
+    names = list(summary)
+    ax.bar(range(len(names)), [summary[n]["grad_data"] for n in names], color="tab:blue")
+    shapes = ["x".join(map(str, rec.weights[n].shape)) for n in names]
+    ax.set_xticks(range(len(names)), [f"{n} {s}" for n, s in zip(names, shapes)], fontsize=7,
+                  rotation=30, ha="right")
+    ax.set_yscale("log")
+    return ax.figure
+
+
+def plot_update_ratios(upd, ax=None, title: str | None = None, guide: float = -3.0):
+    """log10(std(update) / std(weight)) of each weight matrix over the optimizer steps.
+
+    Each step should change a weight by about a thousandth of its spread: the dashed line
+    at -3. Far below, that layer is barely learning (learning rate too low for it, or its
+    gradient vanished); well above -2, the steps are so large that training is unstable.
+    """
+    ax = _diagnostic_axes(ax, title, "optimizer step", "log10 update:data")
+    for n, ratios in upd.ratios.items():
+        ax.plot(upd.steps, ratios, lw=1, label=f"{n} {tuple(upd.weights[n].shape)}")
+    ax.axhline(guide, color="k", ls="--", lw=1, label=f"guide ({guide:g})")
+    ax.legend(fontsize=7)
+    return ax.figure
+
+
+def plot_histories(histories: dict, key: str = "acc", ncols: int = 4, title: str | None = None):
+    """Several runs side by side: one small panel per run with its train (dashed) and
+    validation (solid) curve of ``key`` ("acc" or "loss"), on shared axes.
+
+    ``histories`` maps a run's name to a history from ``fit`` (or any dict with
+    ``epoch``, ``train_<key>`` and ``val_<key>`` lists). The gap between the two
+    curves of a panel is the overfitting of that run.
+    """
+    if key not in ("acc", "loss"):
+        raise ValueError(f"key must be 'acc' or 'loss', got {key!r}.")
+    if not histories:
+        raise ValueError("plot_histories got no runs.")
+    ncols = min(ncols, len(histories))
+    nrows = -(-len(histories) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.4 * nrows), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, (name, h) in zip(axes.flat, histories.items()):
+        for split, style in (("train", "--"), ("val", "-")):
+            values = h[f"{split}_{key}"]
+            if any(v is not None for v in values):
+                ax.plot(h["epoch"], values, style, marker=".", label=split)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(histories):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy" if key == "acc" else "loss")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -72,7 +72,8 @@ if CHROMIUM is None and not os.environ.get("CI"):
 
 def is_student_copy(path: Path) -> bool:
     """The student homework: generated from ``notebooks/solutions/<stem>_solution.ipynb``."""
-    return path.parent == NOTEBOOK_DIR and (NOTEBOOK_DIR / "solutions" / f"{path.stem}_solution.ipynb").is_file()
+    solution = NOTEBOOK_DIR / "solutions" / f"{path.stem}_solution.ipynb"
+    return path.parent == NOTEBOOK_DIR and solution.is_file()
 
 
 def code_sources(nb) -> list[str]:
