@@ -1,0 +1,275 @@
+"""Homework 06 (pseudo-labeling): the seed notebook's protocol vs the reference solution.
+
+    python bench/homework.py                              # everything: 3 seeds, mnist-5k + fashion-mnist
+    python bench/homework.py --seeds 1 --datasets mnist-5k   # a quick look
+    python bench/homework.py --datasets mnist             # full MNIST, where a copy exists
+
+Both run in this process on the same data: the same 100 labeled images (``labeled_split``),
+the rest of the training split as the unlabeled pool, and the test split, measured by the same
+batched evaluation (not timed).
+
+(a) A port, written for this benchmark, of the PROTOCOL of the notebook this homework grew out
+    of (its code is not copied). What it does, as the seed did:
+    torchvision datasets with per-item ``ToTensor()`` + ``Normalize`` transforms and
+    ``DataLoader(batch_size=64, shuffle=True)``; its network (conv 5x5 20 -> conv 5x5 40 ->
+    fc 150 -> fc 10, channel dropout on the conv maps, ReLU on the logits); plain SGD with
+    lr 0.1; 400 baseline epochs on the 100 labels; then 20 pseudo-label iterations, each of
+    which rebuilds the pseudo-labeled set per item (a Python list of every unlabeled image
+    tensor, labels predicted in DataLoader batches of 1024, two forward passes per batch,
+    no ``no_grad``), trains one epoch on it and one epoch on the 100 labels.
+    Substitutions, only where the original no longer runs or is deprecated:
+      - ``Dropout2d`` on the flat fc features -> ``nn.Dropout`` (PyTorch deprecates 2-D input
+        to ``Dropout2d`` and names ``dropout`` as the equivalent behaviour);
+      - ``.cuda()`` -> the model and batches stay on the CPU (``.to(device)``);
+      - ``nll_loss(..., size_average=False)`` -> not needed: the shared evaluation is used.
+    Left out: the seed's test-set evaluation every 10 epochs (monitoring, not training; it
+    would only make (a) slower). The ReLU on the logits is kept: it runs, and it is the
+    seed's architecture (one reason its accuracy is lower).
+(b) The reference solution: ``train_baseline``, ``train_hard_pseudo`` and ``train_soft_pseudo``
+    taken from ``notebooks/solutions/06_pseudo_labeling_solution.ipynb`` at run time (top-level
+    imports, constants and definitions parsed with ``ast``, as the grader does), so the notebook
+    stays the single source. Its hard and soft stages each train their own baseline inside.
+
+For each dataset and seed: accuracy and wall time of each stage, then mean ± std over seeds.
+The last line is
+``homework_speedup <total time a / total time b> min_acc_delta <min over stages of acc_b - acc_a>``
+with totals over the common stages (a: baseline + hard; b: baseline + hard, so b's baseline is
+counted twice) over every dataset and seed run, and the accuracy delta in percentage points
+between the per-dataset means. Options that shrink the protocol (``--pseudo-iterations``,
+``--baseline-epochs``) are printed as REDUCED in the output.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # the reference's progress bars; set before tqdm loads
+
+import argparse
+import ast
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_utils.data import STATS
+from course_utils.homework import labeled_split, load_split, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "solutions" / "06_pseudo_labeling_solution.ipynb"
+SEED_BASELINE_EPOCHS, SEED_ITERATIONS = 400, 20
+
+
+# ---------------------------------------------------------------- (b) the reference, from the notebook
+def _is_constant(node: ast.AST) -> bool:
+    try:
+        ast.literal_eval(node)
+        return True
+    except ValueError:
+        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "pick"
+
+
+def load_reference(path: Path = NOTEBOOK) -> dict:
+    """Execute the notebook's top-level imports, constants and definitions; return the namespace."""
+    keep = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)) or (
+                    isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name) and _is_constant(node.value)):
+                keep.append(node)
+    namespace: dict = {"__name__": "homework_reference"}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), str(path.name), "exec"), namespace)
+    return namespace
+
+
+# ---------------------------------------------------------------- (a) the seed's protocol
+class SeedNet(nn.Module):
+    """The seed notebook's network, with ``nn.Dropout`` where it put ``Dropout2d`` on flat features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, kernel_size=5)
+        self.conv2 = nn.Conv2d(20, 40, kernel_size=5)
+        self.dropout2d = nn.Dropout2d(p=0.5)  # on [N, 40, 8, 8] maps: a valid use, as in the seed
+        self.dropout = nn.Dropout(p=0.5)  # the seed: the same Dropout2d on [N, 150] (deprecated)
+        self.fc1 = nn.Linear(640, 150)
+        self.fc2 = nn.Linear(150, 10)
+
+    def forward(self, x):
+        x = x.view(-1, 1, 28, 28)
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.dropout2d(self.conv2(x)), 2))
+        x = x.view(-1, 640)
+        x = self.dropout(F.relu(self.fc1(x)))
+        return F.relu(self.fc2(x))  # the seed's ReLU on the logits, kept
+
+
+def seed_train_epoch(model, optimizer, loader) -> None:
+    model.train()
+    for x, target in loader:
+        optimizer.zero_grad()
+        loss = F.nll_loss(F.log_softmax(model(x), dim=1), target)
+        loss.backward()
+        optimizer.step()
+
+
+def seed_pseudo_loader(model, unlabeled_dataset):
+    """The seed's way: a per-item list of every unlabeled image, labels from batches of 1024."""
+    from torch.utils.data import DataLoader
+
+    samples = [item[0] for item in list(unlabeled_dataset)]
+    labels = []
+    for batch, _ in DataLoader(unlabeled_dataset, batch_size=1024):
+        model.eval()
+        logits = model(batch)
+        logits = model(batch)  # the seed computes the forward pass twice
+        labels.extend(logits.argmax(axis=1).detach().cpu())
+    return DataLoader(list(zip(samples, labels)), batch_size=64, shuffle=True)
+
+
+def write_idx(path: Path, t: torch.Tensor) -> None:
+    """A uint8 tensor as an uncompressed IDX file (what torchvision's MNIST classes read)."""
+    header = bytes([0, 0, 0x08, t.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in t.shape)
+    path.write_bytes(header + t.contiguous().numpy().tobytes())
+
+
+def torchvision_datasets(root: Path, data: dict, dataset: str):
+    """The real images as torchvision datasets with the seed's per-item transforms."""
+    from torchvision import datasets, transforms
+
+    cls = datasets.FashionMNIST if dataset == "fashion-mnist" else datasets.MNIST
+    raw = root / cls.__name__ / "raw"
+    raw.mkdir(parents=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x, y = data[split]
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", y.to(torch.uint8))
+    mean, std = STATS["fashion-mnist" if dataset == "fashion-mnist" else "mnist"]
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    return cls(root, train=True, transform=tf, download=False)
+
+
+def run_seed_protocol(train_ds, lab_idx, unlab_idx, seed, baseline_epochs, iterations, evaluate):
+    """(a): returns {stage: (accuracy, seconds)} for the baseline and the hard pseudo-label stage."""
+    from torch.utils.data import DataLoader, Subset
+
+    torch.manual_seed(seed)
+    labeled, unlabeled = Subset(train_ds, lab_idx.tolist()), Subset(train_ds, unlab_idx.tolist())
+    labeled_loader = DataLoader(labeled, batch_size=64, shuffle=True)
+    start = time.perf_counter()
+    model = SeedNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(baseline_epochs):
+        seed_train_epoch(model, optimizer, labeled_loader)
+    out = {"baseline": (evaluate(model), time.perf_counter() - start)}
+    start = time.perf_counter()
+    model_iter = SeedNet()
+    model_iter.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(model_iter.parameters(), lr=0.1)
+    for _ in range(iterations):
+        pseudo_loader = seed_pseudo_loader(model_iter, unlabeled)
+        seed_train_epoch(model_iter, optimizer, pseudo_loader)
+        seed_train_epoch(model_iter, optimizer, labeled_loader)
+    out["hard pseudo"] = (evaluate(model_iter), time.perf_counter() - start)
+    return out
+
+
+def run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate):
+    """(b): returns {stage: (accuracy, seconds)} for baseline, hard and soft pseudo-labels."""
+    out = {}
+    for stage, fn, args in (("baseline", ref["train_baseline"], (x_lab, y_lab)),
+                            ("hard pseudo", ref["train_hard_pseudo"], (x_lab, y_lab, x_unlab)),
+                            ("soft pseudo", ref["train_soft_pseudo"], (x_lab, y_lab, x_unlab))):
+        start = time.perf_counter()
+        model = fn(*args, seed=seed)
+        out[stage] = (evaluate(model), time.perf_counter() - start)
+    return out
+
+
+@torch.no_grad()
+def test_accuracy(model, x, y) -> float:
+    model.eval()
+    hits = sum(int((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum()) for i in range(0, len(x), 1000))
+    return 100 * hits / len(x)
+
+
+def summary(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):7.2f} ± {spread:5.2f}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="mnist-5k,fashion-mnist",
+                        help="comma-separated, from mnist-5k, fashion-mnist, mnist (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: %(default)s)")
+    parser.add_argument("--pseudo-iterations", type=int, default=SEED_ITERATIONS,
+                        help="(a)'s pseudo-label iterations; fewer than 20 is a REDUCED protocol")
+    parser.add_argument("--baseline-epochs", type=int, default=SEED_BASELINE_EPOCHS,
+                        help="(a)'s baseline epochs; fewer than 400 is a REDUCED protocol")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seeds 0..{args.seeds - 1}, "
+          f"datasets {datasets}")
+    if args.pseudo_iterations != SEED_ITERATIONS or args.baseline_epochs != SEED_BASELINE_EPOCHS:
+        print(f"REDUCED protocol for (a): {args.baseline_epochs} baseline epochs (seed: "
+              f"{SEED_BASELINE_EPOCHS}), {args.pseudo_iterations} pseudo-label iterations (seed: "
+              f"{SEED_ITERATIONS}); its accuracy and time are for this reduced protocol")
+    ref = load_reference()
+    total_a = total_b = 0.0
+    deltas = []
+    for dataset in datasets:
+        data = {split: load_split(dataset, split) for split in ("train", "test")}
+        x_train, y_train = prepare(data["train"][0], dataset), data["train"][1]
+        x_test, y_test = prepare(data["test"][0], dataset), data["test"][1]
+        lab_idx, unlab_idx = labeled_split(y_train)
+        x_lab, y_lab, x_unlab = x_train[lab_idx], y_train[lab_idx], x_train[unlab_idx]
+        print(f"\n== {dataset}: {len(lab_idx)} labeled, {len(unlab_idx):,} unlabeled, "
+              f"{len(x_test):,} test images")
+
+        def evaluate(model, x_test=x_test, y_test=y_test):
+            return test_accuracy(model, x_test, y_test)
+
+        results = {"a": [], "b": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            train_ds = torchvision_datasets(Path(tmp), data, dataset)
+            for seed in range(args.seeds):
+                a = run_seed_protocol(train_ds, lab_idx, unlab_idx, seed, args.baseline_epochs,
+                                      args.pseudo_iterations, evaluate)
+                b = run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate)
+                for who, res in (("a", a), ("b", b)):
+                    results[who].append(res)
+                    stages = ", ".join(f"{stage} {acc:.2f}% in {sec:.1f}s"
+                                       for stage, (acc, sec) in res.items())
+                    print(f"seed {seed} ({who}) {stages}", flush=True)
+                total_a += a["baseline"][1] + a["hard pseudo"][1]
+                total_b += b["baseline"][1] + b["hard pseudo"][1]
+        print(f"{dataset}: mean ± std over {args.seeds} seed(s); accuracy in %, time in s")
+        for stage in ("baseline", "hard pseudo", "soft pseudo"):
+            for who, name in (("a", "seed protocol"), ("b", "reference")):
+                if stage not in results[who][0]:
+                    continue
+                accs = [r[stage][0] for r in results[who]]
+                secs = [r[stage][1] for r in results[who]]
+                print(f"  {stage:11s} ({who}) {name:13s} acc {summary(accs)}  time {summary(secs)}")
+            if stage in results["a"][0]:
+                deltas.append(statistics.mean(r[stage][0] for r in results["b"])
+                              - statistics.mean(r[stage][0] for r in results["a"]))
+    print(f"\ntotal time of the common stages (baseline + hard): (a) {total_a:.1f}s, (b) {total_b:.1f}s")
+    print(f"homework_speedup {total_a / total_b:.2f} min_acc_delta {min(deltas):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
