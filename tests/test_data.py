@@ -21,7 +21,10 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "SYSTEM_DIRS", {})
     monkeypatch.delenv("COURSE_DATA", raising=False)
     monkeypatch.setattr(data, "default_root", lambda: tmp_path / "cache")
-    return tmp_path
+    data._load_idx_pair.cache_clear()  # the cache may hold copies found in the system folders
+    data._load_cifar10.cache_clear()
+    yield tmp_path
+    data._load_idx_pair.cache_clear()
 
 
 def test_fashion_mnist_real_files(fashion):
