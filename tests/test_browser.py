@@ -17,8 +17,9 @@ dialog and waits. Then it checks what the student would see:
 The notebook is then saved through the UI and the saved file is checked as well (execution
 counts, no ``error`` outputs, as many rendered images as image outputs). The student copy of
 the homework (a notebook with a ``notebooks/solutions/<stem>_solution.ipynb``) raises
-``NotImplementedError`` by design: for it, the run must stop at exactly one such error with
-every earlier cell executed. A screenshot of each notebook is saved under the test's tmp_path.
+``NotImplementedError`` by design: for it, every error must be in a cell tagged
+``raises-exception`` (which JupyterLab runs past) and every other cell must run cleanly.
+A screenshot of each notebook is saved under the test's tmp_path.
 
 Without a Chromium the tests are skipped (fail instead when ``CI`` is set); set
 ``COURSE_CHROMIUM=/path/to/chromium`` to use another build.
@@ -298,14 +299,19 @@ def test_runs_in_jupyterlab(path, lab, browser, tmp_path):
     shown = [p.strip() for p, s in zip(seen["prompts"], sources) if s.strip()]
 
     if is_student_copy(path):
-        # By design the first task stub raises NotImplementedError and JupyterLab stops there.
-        assert [e.ename for e in errors] == ["NotImplementedError"], (
-            f"expected exactly one NotImplementedError, got {[(e.ename, e.evalue) for e in errors]}")
-        assert len(seen["errors"]) == 1 and "NotImplementedError" in seen["errors"][0]
-        k = next(i for i, c in enumerate(c for c in saved_code if c.source.strip())
-                 if any(o.output_type == "error" for o in c.get("outputs", [])))
-        assert ran[:k + 1] == list(range(1, k + 2)), f"cells before the first task did not all run: {ran}"
-        assert shown[:k + 1] == [f"[{i}]:" for i in range(1, k + 2)], shown
+        # By design the task stubs raise NotImplementedError. tools/make_student.py tags those
+        # cells (and the cells that use their results) "raises-exception", which JupyterLab
+        # honours: Run All goes on. Every error must sit in such a cell, every other cell must
+        # run cleanly, in order.
+        tagged = [("raises-exception" in c.metadata.get("tags", [])) for c in saved_code]
+        assert any(e.ename == "NotImplementedError" for e in errors), "no task stub raised"
+        for c, is_tagged in zip(saved_code, tagged):
+            for o in c.get("outputs", []):
+                if o.output_type == "error":
+                    assert is_tagged, f"untagged cell failed: {o.ename}: {o.evalue}\n{c.source[:200]}"
+                    assert o.ename in ("NotImplementedError", "NameError"), f"{o.ename}: {o.evalue}"
+        assert ran == list(range(1, len(ran) + 1)), f"not every cell ran in order: {ran}"
+        assert shown == [f"[{i}]:" for i in range(1, len(shown) + 1)], shown
         return
 
     assert not errors, f"error output: {errors[0].ename}: {errors[0].evalue}"
