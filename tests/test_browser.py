@@ -139,6 +139,9 @@ def lab(tmp_path_factory):
                JUPYTER_RUNTIME_DIR=str(base / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"))
     env.pop("MPLBACKEND", None)  # conftest's Agg would hide the figures; kernels use the inline backend
+    # Chromium renders while the kernel computes: with one torch thread per kernel, OpenMP's
+    # spinning threads cannot starve each other on a 2-core machine (10x slower otherwise).
+    env["OMP_NUM_THREADS"] = "1"
     port, token = free_port(), secrets.token_hex(16)
     log = base / "lab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
