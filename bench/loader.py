@@ -27,7 +27,10 @@ the load part is also printed separately.
 torchvision needs the raw, uncompressed IDX files under ``root/FashionMNIST/raw``:
 they are written into a temporary folder from the real files first (not timed).
 The last line is ``loader_speedup <wall time (a) / wall time (b)>``; CPU times are
-printed too, since on a machine shared with other jobs the wall time is noisy.
+printed too. Measure on an idle machine: when other programs keep the cores busy,
+PyTorch's 2-thread tensor ops wait for each other (seen here: 8 ms instead of
+0.1 ms per batch gather), which slows path (b) far more than the single-threaded
+per-item path (a) and shrinks the ratio (idle, 2 cores: ~10; busy: 1-3).
 """
 
 from __future__ import annotations
