@@ -307,8 +307,9 @@ class Batches:
     """Mini-batches from tensors in memory: a fast, seeded stand-in for ``DataLoader``.
 
     The whole dataset sits on ``device`` once; each epoch draws one index
-    permutation from a seeded generator and slices batches out of it, so there
-    is no per-item Python work. ``transform`` (optional) is applied to each
+    permutation from a seeded generator, gathers the data in that order once
+    (a fresh copy, so editing a batch in place never touches the dataset) and
+    slices batches out of it: no per-item Python work. ``transform`` (optional) is applied to each
     batch of inputs, e.g. a random flip for augmentation.
     """
 
@@ -331,12 +332,12 @@ class Batches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.x)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.x.device)
-        else:
-            order = torch.arange(n, device=self.x.device)
+        n, bs = len(self.x), self.batch_size
+        order = (torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n))
+        order = order.to(self.x.device)
+        # One gather per epoch, then every batch is a free slice: many small gathers would each
+        # be a multi-threaded op, and those stall whenever another program shares the cores.
+        x, y = self.x[order], self.y[order]
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            xb = self.x[idx]
-            yield (self.transform(xb) if self.transform else xb), self.y[idx]
+            xb = x[i * bs:(i + 1) * bs]
+            yield (self.transform(xb) if self.transform else xb), y[i * bs:(i + 1) * bs]
