@@ -3,6 +3,10 @@
     python bench/homework.py                              # everything: 3 seeds, mnist-5k + fashion-mnist
     python bench/homework.py --seeds 1 --datasets mnist-5k   # a quick look
     python bench/homework.py --datasets mnist             # full MNIST, where a copy exists
+    # the same seeds in parallel processes (1 thread each), then one report over all of them:
+    python bench/homework.py --threads 1 --only-seeds 0,1 --save runs.jsonl &
+    python bench/homework.py --threads 1 --only-seeds 2 --save runs.jsonl
+    python bench/homework.py --summarize runs.jsonl
 
 Both run in this process on the same data: the same 100 labeled images (``labeled_split``),
 the rest of the training split as the unlabeled pool, and the test split, measured by the same
@@ -47,6 +51,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the reference's progress bars; set
 
 import argparse
 import ast
+import json
 import statistics
 import tempfile
 import time
@@ -63,6 +68,7 @@ from course_utils.homework import labeled_split, load_split, prepare
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "solutions" / "06_pseudo_labeling_solution.ipynb"
 SEED_BASELINE_EPOCHS, SEED_ITERATIONS = 400, 20
+COMMON = ("baseline", "hard pseudo")  # the stages both (a) and (b) have
 
 
 # ---------------------------------------------------------------- (b) the reference, from the notebook
@@ -201,9 +207,35 @@ def test_accuracy(model, x, y) -> float:
     return 100 * hits / len(x)
 
 
-def summary(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):7.2f} ± {spread:5.2f}"
+
+
+def report(records: list[dict]) -> None:
+    """Mean ± std per dataset and stage, the speedup per dataset, and the final line."""
+    total_a = total_b = 0.0
+    deltas = []
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        runs = [r for r in records if r["dataset"] == dataset]
+        seeds = sorted(r["seed"] for r in runs)
+        print(f"\n{dataset}: mean ± std over seeds {seeds}; accuracy in %, time in s"
+              + ("  [REDUCED protocol for (a)]" if any(r["reduced"] for r in runs) else ""))
+        for stage in ("baseline", "hard pseudo", "soft pseudo"):
+            for who, name in (("a", "seed protocol"), ("b", "reference")):
+                if stage in runs[0][who]:
+                    accs = [r[who][stage][0] for r in runs]
+                    secs = [r[who][stage][1] for r in runs]
+                    print(f"  {stage:11s} ({who}) {name:13s} acc {mean_std(accs)}  time {mean_std(secs)}")
+            if stage in runs[0]["a"]:
+                deltas.append(statistics.mean(r["b"][stage][0] for r in runs)
+                              - statistics.mean(r["a"][stage][0] for r in runs))
+        a = sum(r["a"][s][1] for r in runs for s in COMMON)
+        b = sum(r["b"][s][1] for r in runs for s in COMMON)
+        print(f"  baseline + hard: (a) {a:.1f}s, (b) {b:.1f}s, speedup {a / b:.2f} on {dataset}")
+        total_a, total_b = total_a + a, total_b + b
+    print(f"\ntotal time of the common stages (baseline + hard): (a) {total_a:.1f}s, (b) {total_b:.1f}s")
+    print(f"homework_speedup {total_a / total_b:.2f} min_acc_delta {min(deltas):.2f}")
 
 
 def main(argv=None) -> int:
@@ -211,24 +243,33 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="mnist-5k,fashion-mnist",
                         help="comma-separated, from mnist-5k, fashion-mnist, mnist (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: %(default)s)")
+    parser.add_argument("--only-seeds", default=None, help="comma-separated seeds instead of 0..N-1, "
+                        "e.g. to run seeds in parallel processes (with --save) and --summarize them")
     parser.add_argument("--pseudo-iterations", type=int, default=SEED_ITERATIONS,
                         help="(a)'s pseudo-label iterations; fewer than 20 is a REDUCED protocol")
     parser.add_argument("--baseline-epochs", type=int, default=SEED_BASELINE_EPOCHS,
                         help="(a)'s baseline epochs; fewer than 400 is a REDUCED protocol")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="append each run's numbers to this JSON-lines file")
+    parser.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="run nothing: report the runs saved in these files")
     args = parser.parse_args(argv)
+    if args.summarize:
+        report([json.loads(line) for f in args.summarize for line in f.read_text().splitlines() if line])
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seeds 0..{args.seeds - 1}, "
-          f"datasets {datasets}")
-    if args.pseudo_iterations != SEED_ITERATIONS or args.baseline_epochs != SEED_BASELINE_EPOCHS:
+    seeds = ([int(s) for s in args.only_seeds.split(",")] if args.only_seeds else list(range(args.seeds)))
+    reduced = args.pseudo_iterations != SEED_ITERATIONS or args.baseline_epochs != SEED_BASELINE_EPOCHS
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seeds {seeds}, datasets {datasets}")
+    if reduced:
         print(f"REDUCED protocol for (a): {args.baseline_epochs} baseline epochs (seed: "
               f"{SEED_BASELINE_EPOCHS}), {args.pseudo_iterations} pseudo-label iterations (seed: "
               f"{SEED_ITERATIONS}); its accuracy and time are for this reduced protocol")
     ref = load_reference()
-    total_a = total_b = 0.0
-    deltas = []
+    records = []
     for dataset in datasets:
         data = {split: load_split(dataset, split) for split in ("train", "test")}
         x_train, y_train = prepare(data["train"][0], dataset), data["train"][1]
@@ -241,33 +282,23 @@ def main(argv=None) -> int:
         def evaluate(model, x_test=x_test, y_test=y_test):
             return test_accuracy(model, x_test, y_test)
 
-        results = {"a": [], "b": []}
         with tempfile.TemporaryDirectory() as tmp:
             train_ds = torchvision_datasets(Path(tmp), data, dataset)
-            for seed in range(args.seeds):
-                a = run_seed_protocol(train_ds, lab_idx, unlab_idx, seed, args.baseline_epochs,
-                                      args.pseudo_iterations, evaluate)
-                b = run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate)
-                for who, res in (("a", a), ("b", b)):
-                    results[who].append(res)
+            for seed in seeds:
+                record = {"dataset": dataset, "seed": seed, "threads": torch.get_num_threads(),
+                          "reduced": reduced,
+                          "a": run_seed_protocol(train_ds, lab_idx, unlab_idx, seed, args.baseline_epochs,
+                                                 args.pseudo_iterations, evaluate),
+                          "b": run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate)}
+                for who in ("a", "b"):
                     stages = ", ".join(f"{stage} {acc:.2f}% in {sec:.1f}s"
-                                       for stage, (acc, sec) in res.items())
+                                       for stage, (acc, sec) in record[who].items())
                     print(f"seed {seed} ({who}) {stages}", flush=True)
-                total_a += a["baseline"][1] + a["hard pseudo"][1]
-                total_b += b["baseline"][1] + b["hard pseudo"][1]
-        print(f"{dataset}: mean ± std over {args.seeds} seed(s); accuracy in %, time in s")
-        for stage in ("baseline", "hard pseudo", "soft pseudo"):
-            for who, name in (("a", "seed protocol"), ("b", "reference")):
-                if stage not in results[who][0]:
-                    continue
-                accs = [r[stage][0] for r in results[who]]
-                secs = [r[stage][1] for r in results[who]]
-                print(f"  {stage:11s} ({who}) {name:13s} acc {summary(accs)}  time {summary(secs)}")
-            if stage in results["a"][0]:
-                deltas.append(statistics.mean(r[stage][0] for r in results["b"])
-                              - statistics.mean(r[stage][0] for r in results["a"]))
-    print(f"\ntotal time of the common stages (baseline + hard): (a) {total_a:.1f}s, (b) {total_b:.1f}s")
-    print(f"homework_speedup {total_a / total_b:.2f} min_acc_delta {min(deltas):.2f}")
+                records.append(record)
+                if args.save:
+                    with args.save.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+    report(records)
     return 0
 
 

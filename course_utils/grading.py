@@ -38,16 +38,18 @@ GRADER_VERSION = f"{course_utils.__version__}+grading.1"
 FUNCTIONS = ("train_baseline", "train_hard_pseudo", "train_soft_pseudo", "pseudo_label")
 TASKS = ("pseudo_label", "train_baseline", "train_hard_pseudo", "train_soft_pseudo")
 # Test accuracy (%) needed for the points. 91/90 are the rubric's, for full MNIST.
-# mnist-5k (100 labels + 3,900 unlabeled, 1,000 test digits; CI): the minimal honest
-# reference tests/submissions/honest_reference.ipynb measured hard 91.9, soft 91.7,
-# baseline 89.4; the course's solution notebook hard 94.7, soft 93.4, baseline 90.5 (seed 0,
-# 2 threads). The thresholds sit ~1 point (10 test digits) below the weaker reference and
-# above both baselines: on so small a set they are a CI sanity bar more than a measure of
-# pseudo-labeling, which full MNIST is for.
+# mnist-5k (100 labels + 3,900 unlabeled, 1,000 test digits; CI): the course's solution
+# notebook measured, seeds 0/1/2 (bench/homework.py, 1 thread): baseline 90.5/90.0/87.5,
+# hard 94.4/94.2/95.4, soft 93.7/94.8/93.9. Both thresholds sit above every baseline and
+# 2.7+ points (27 test digits) below every reference run: on so small a set they are a CI
+# sanity bar more than a measure of pseudo-labeling, which full MNIST is for.
+# fashion-mnist: with 100 labels the reference's hard pseudo-labels end level with its
+# baseline (about 70 %), as the seed protocol's do, so no threshold separates the two:
+# an instructor who grades on it must choose thresholds (--thresholds HARD SOFT).
 THRESHOLDS = {
     "mnist": {"hard": 91.0, "soft": 90.0},
-    "mnist-5k": {"hard": 91.0, "soft": 90.5},
-    "fashion-mnist": None,  # not measured yet: pass thresholds=(hard, soft) / --thresholds HARD SOFT
+    "mnist-5k": {"hard": 91.0, "soft": 91.0},
+    "fashion-mnist": None,
 }
 POINTS = {"hard": 5, "pseudo_label": 1, "soft": 3}  # + 1 written point, graded by hand
 MAX_AUTO = sum(POINTS.values())
@@ -140,8 +142,8 @@ class GradingData:
         if dataset not in THRESHOLDS:
             raise ValueError(f"dataset must be one of {tuple(THRESHOLDS)}, got {dataset!r}.")
         if thresholds is None and THRESHOLDS[dataset] is None:
-            raise ValueError(f"No measured thresholds for {dataset!r} yet: pass thresholds=(hard, soft) "
-                             "in % (CLI: --thresholds HARD SOFT).")
+            raise ValueError(f"No default thresholds for {dataset!r} (see grading.THRESHOLDS for why): "
+                             "pass thresholds=(hard, soft) in % (CLI: --thresholds HARD SOFT).")
         self.dataset = dataset
         self.limits = dict(zip(("hard", "soft"), thresholds)) if thresholds else THRESHOLDS[dataset]
         x, y = homework.load_split(dataset, "train")

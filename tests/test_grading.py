@@ -176,7 +176,7 @@ def test_thresholds_cover_every_dataset():
     assert set(grading.THRESHOLDS) == set(DATASETS)
     assert grading.THRESHOLDS["mnist"] == {"hard": 91.0, "soft": 90.0}
     assert all(50 < t["soft"] <= t["hard"] < 100 for t in grading.THRESHOLDS.values() if t)
-    if grading.THRESHOLDS["fashion-mnist"] is None:  # no measured numbers: refuse to guess
+    if grading.THRESHOLDS["fashion-mnist"] is None:  # no threshold separates pseudo-labeling: refuse to guess
         with pytest.raises(ValueError, match="--thresholds"):
             grading.GradingData("fashion-mnist")
 

@@ -23,5 +23,9 @@ def test_prepare_and_model_contract():
     assert xf.shape == (1000, 1, 28, 28) and abs(xf.mean().item()) < 0.1
     model = homework.new_model()
     assert model(xf[:4]).shape == (4, 10)
+    # The grader loads submitted weights into exactly this: 16 and 32 channels, 128 hidden.
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["features.0.weight"] == (16, 1, 3, 3) and shapes["features.3.weight"] == (32, 16, 3, 3)
+    assert shapes["classifier.1.weight"] == (128, 32 * 7 * 7) and shapes["classifier.4.weight"] == (10, 128)
     with pytest.raises(ValueError, match="dataset must be one of"):
         homework.load_split("cifar10")

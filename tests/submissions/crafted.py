@@ -215,7 +215,7 @@ def train_hard_pseudo(x_labeled, y_labeled, x_unlabeled, seed=0):
 
 
 def train_soft_pseudo(x_labeled, y_labeled, x_unlabeled, seed=0):
-    return SmallCNN(width=16)
+    return SmallCNN(width=32)
 """, ANSWER], (0, 1, 0)),
 
     "nan_weights": ([HEAD, PL_OK, """def broken(value):
