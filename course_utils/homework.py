@@ -59,8 +59,8 @@ def load_split(dataset: str = "mnist", split: str = "train"):
 def new_model() -> SmallCNN:
     """The homework's fixed architecture (the grader loads weights into exactly this).
 
-    ``SmallCNN`` with 16 and 32 channels: on 28x28 digits it learns as much from 100
-    labels about as well as the 32/64-channel version and trains 2-3x faster on a CPU, which is what
+    ``SmallCNN`` with 16 and 32 channels: a training step costs 2-3x less on a CPU than
+    with 32/64 (measured 13-16 ms against 33-39 ms per batch of 64 on 2 cores), which is what
     many rounds of pseudo-labeling need.
     """
     return SmallCNN(in_channels=1, num_classes=NUM_CLASSES, width=16)
