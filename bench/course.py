@@ -32,14 +32,9 @@ NOTEBOOKS = ROOT / "notebooks"
 LESSON_LIMIT, COURSE_LIMIT = 10.0, 45.0  # minutes, on 2 CPU cores
 
 
-def is_student_copy(path: Path) -> bool:
-    """The student homework: generated from ``notebooks/solutions/<same name>``."""
-    return path.parent == NOTEBOOKS and (NOTEBOOKS / "solutions" / path.name).is_file()
-
-
 def default_notebooks() -> list[Path]:
     paths = sorted(NOTEBOOKS.rglob("[0-9]*.ipynb"))
-    return [p for p in paths if ".ipynb_checkpoints" not in p.parts and not is_student_copy(p)]
+    return [p for p in paths if ".ipynb_checkpoints" not in p.parts and not run_notebooks.is_student_copy(p)]
 
 
 def time_notebooks(paths: list[Path], smoke: bool, timeout: int) -> list[tuple[str, float | None]]:
