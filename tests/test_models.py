@@ -1,8 +1,11 @@
+"""course_utils.models: shapes, parameter counts, and the ResNet's skip connections."""
+
 import pytest
 import torch
 from torch import nn
+from torch.testing import assert_close
 
-from course_utils.models import SmallCNN, count_parameters, mlp
+from course_utils.models import ResidualBlock, SmallCNN, count_parameters, mlp, resnet
 
 
 def test_mlp_layers_and_raw_logits():
@@ -32,3 +35,25 @@ def test_count_parameters_counts_shared_weights_once():
     shared = nn.Sequential(*(3 * [block]))
     assert count_parameters(shared) == 20
     assert count_parameters(nn.Sequential(*[nn.Linear(4, 4) for _ in range(3)])) == 60
+
+
+def test_resnet_blocks_are_distinct_and_the_trap_shares_them():
+    net = resnet(n_blocks=3, width=4)
+    blocks = [m for m in net if isinstance(m, ResidualBlock)]
+    assert len({id(b) for b in blocks}) == 3
+    one = count_parameters(ResidualBlock(4))
+    stem, head = 4 * 9 + 2 * 4, 4 * 10 + 10
+    assert count_parameters(net) == stem + 3 * one + head
+    shared = nn.Sequential(*(3 * [ResidualBlock(4)]))  # the trap: one block, three times
+    assert len({id(b) for b in shared}) == 1 and count_parameters(shared) == one
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_plain_block_has_no_skip():
+    torch.manual_seed(0)
+    block = ResidualBlock(3, residual=True).eval()
+    plain = ResidualBlock(3, residual=False).eval()
+    plain.load_state_dict(block.state_dict())
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    assert_close(block(x), (x + plain.body(x)).relu())
+    assert_close(plain(x), plain.body(x).relu())
