@@ -23,7 +23,7 @@ import warnings
 import torch
 from torch import nn
 
-from course_utils.train import model_device
+from course_utils.runtime import model_device
 
 ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Softplus)
 

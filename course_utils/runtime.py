@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import platform
 import random
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +19,34 @@ import torch
 import course_utils
 
 SMOKE_ENV = "COURSE_SMOKE"
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free model)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` all at once: a temp file in the same folder, fsync, rename.
+
+    A reader (or a crash) sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def is_smoke() -> bool:
@@ -43,9 +73,14 @@ def get_device(prefer: str | None = None) -> torch.device:
     ``prefer`` (or the env var ``COURSE_DEVICE``) forces one, e.g. ``"cpu"``;
     asking for a device this machine lacks is an error, never a silent fallback.
     """
+    source = "prefer" if prefer else "COURSE_DEVICE"
     prefer = prefer or os.environ.get("COURSE_DEVICE")
     if prefer:
-        device = torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except RuntimeError:
+            raise ValueError(f"{source}={prefer!r} is not a device name; use cpu, cuda, cuda:1 or mps "
+                             "(or unset COURSE_DEVICE to pick one automatically).") from None
         available = {
             "cpu": True,
             "cuda": torch.cuda.is_available(),

@@ -50,6 +50,19 @@ def test_get_device_missing_is_a_clear_error(monkeypatch):
         runtime.get_device()
 
 
+def test_a_bad_device_name_names_the_variable(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "gpu")
+    with pytest.raises(ValueError, match=r"^COURSE_DEVICE='gpu' is not a device name; use cpu, cuda"):
+        runtime.get_device()
+    with pytest.raises(ValueError, match=r"^prefer='GPU0' is not a device name"):
+        runtime.get_device("GPU0")
+
+
+def test_model_device_is_the_first_parameters_device():
+    assert runtime.model_device(torch.nn.Linear(2, 2).to("meta")) == torch.device("meta")
+    assert runtime.model_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters
+
+
 def test_setup_prints_versions_and_device(capsys, monkeypatch):
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     with warnings.catch_warnings():

@@ -1,4 +1,7 @@
-"""fit/evaluate/predict/checkpoints on a real Fashion-MNIST subset, with tiny models."""
+"""fit/train_epoch/evaluate/predict/checkpoints on a real Fashion-MNIST subset, with tiny models."""
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,3 +157,59 @@ def test_bad_inputs_get_clear_errors(small):
         train.fit(model, tr, opt, checkpoint="x.pt", progress=False)
     with pytest.raises(FloatingPointError, match="learning rate"):
         train.fit(model, tr, torch.optim.SGD(model.parameters(), lr=1e30), epochs=3, progress=False)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau steps on the validation loss"):
+        train.fit(model, tr, opt, scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(opt), progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
+def test_labels_of_the_wrong_dtype_get_one_line_before_any_step(small, dtype):
+    tr, _ = small
+    model = make()
+    before = model[1].weight.detach().clone()
+    steps = []
+    bad = [(tr.x[:100], tr.y[:100].to(dtype))]
+    expected = (rf"^The targets are {dtype} but a \[N, 10\] output needs class indices as int64 "
+                r"\(torch.long\): convert the labels once with y.long\(\)")
+    with pytest.raises(TypeError, match=expected):
+        train.fit(model, bad, torch.optim.SGD(model.parameters(), 0.1), progress=False, on_step=steps.append)
+    assert steps == [] and torch.equal(model[1].weight, before)
+    with pytest.raises(TypeError, match="int64"):
+        train.evaluate(model, bad)
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write: chmod 555, or (as root, which ignores modes) sysfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        folder = Path("/sys")
+    with pytest.raises(OSError):  # the premise, checked: this folder really refuses a new file
+        (folder / "probe").write_bytes(b"")
+    return folder
+
+
+def test_an_unwritable_checkpoint_fails_before_the_first_epoch(small, tmp_path):
+    tr, va = small
+    model = make()
+    path = _read_only_folder(tmp_path) / "best.pt"
+    steps = []
+    expected = rf"^checkpoint='{path}' cannot be written .*pass a path in a folder"
+    with pytest.raises(ValueError, match=expected):
+        train.fit(model, tr, torch.optim.SGD(model.parameters(), 0.1), epochs=2, val_data=va,
+                  checkpoint=path, progress=False, on_step=steps.append)
+    assert steps == []
+
+
+def test_train_epoch_mirrors_evaluate(small):
+    """With lr=0 the weights never move, so the training pass must report what evaluate reports."""
+    tr, _ = small
+    model = make()
+    seen = []
+    result = train.train_epoch(model, tr, torch.optim.SGD(model.parameters(), lr=0.0), on_step=seen.append,
+                               step=7, progress=False)
+    expected = train.evaluate(model, tr)
+    assert result["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert result["acc"] == pytest.approx(expected["acc"]) and result["step"] == 7 + len(tr)
+    assert seen == list(range(8, 8 + len(tr)))
+    assert model.training  # train_epoch leaves the model in train mode, as fit did
