@@ -1,30 +1,60 @@
 """Self-checks for exercises: a short success line, or an AssertionError that helps.
 
-Also ``show_source``, which prints a ``course_utils`` function so a notebook
-can walk through the code it runs instead of keeping a second copy of it.
+A failed check says what differs and where to look, never the expected value itself (it is
+the answer). Also ``needs``, which makes a cell that depends on an earlier exercise say
+what to run first, and ``show_source``, which prints a ``course_utils`` function so a
+notebook can walk through the code it runs instead of keeping a second copy of it.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import sys
 
 import torch
 
 
+def _as_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a tensor, or an AssertionError a student can act on."""
+    if value is None:
+        raise AssertionError(f"{name} is None: does your function end with a `return`?")
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise AssertionError(f"{name} is a {type(value).__name__}, which is not a number or a tensor "
+                             f"({e}).") from None
+
+
+def _where(diff: torch.Tensor) -> str:
+    """How many elements differ and where the largest difference is (never an expected value)."""
+    if diff.numel() == 1:
+        return ""
+    index = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
+    return (f" in {int((diff > 0).sum())} of {diff.numel()} elements; the largest difference, "
+            f"{_magnitude(diff.max().item())}, is at index {index}")
+
+
+def _magnitude(x: float) -> str:
+    """``x`` as a power of ten ("about 1e-03"): tells precision issues from wrong formulas, hides the value."""
+    return "infinite or NaN" if not math.isfinite(x) else f"about 1e{round(math.log10(x)):+03d}"
+
+
 def check_close(actual, expected, name: str = "your result", hint: str | None = None,
                 rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    """Compare with PyTorch's own result; print ✓ or raise an AssertionError that says what differs."""
-    actual_t, expected_t = torch.as_tensor(actual), torch.as_tensor(expected)
+    """Compare with PyTorch's own result; print ✓ or raise an AssertionError that says what differs.
+
+    The message names the shape, or how many elements differ and where, never the expected values.
+    """
+    actual_t, expected_t = _as_tensor(actual, name), _as_tensor(expected, "the reference")
+    tip = f" Hint: {hint}" if hint else ""
     if actual_t.shape != expected_t.shape:
-        raise AssertionError(f"{name}: shape {tuple(actual_t.shape)}, expected "
-                             f"{tuple(expected_t.shape)}." + (f" Hint: {hint}" if hint else ""))
-    try:
-        torch.testing.assert_close(actual_t, expected_t, rtol=rtol, atol=atol,
-                                   check_dtype=False, check_device=False)
-    except AssertionError as e:
-        diff = (actual_t.double() - expected_t.double()).abs().max().item()
-        raise AssertionError(f"{name} differs from the reference (largest difference {diff:.3g})."
-                             + (f" Hint: {hint}" if hint else "") + f"\n{e}") from None
+        raise AssertionError(f"{name}: shape {tuple(actual_t.shape)}, expected {tuple(expected_t.shape)}.{tip}")
+    a, e = actual_t.detach().cpu().double(), expected_t.detach().cpu().double()
+    bad = ~torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
+    if bad.any():
+        diff = torch.where(bad, (a - e).abs().nan_to_num(nan=float("inf")), torch.zeros_like(a))
+        raise AssertionError(f"{name} differs from the reference{_where(diff)}.{tip}")
     print(f"✓ {name} matches the reference.")
 
 
@@ -33,6 +63,19 @@ def check_true(condition: bool, message: str, hint: str | None = None) -> None:
     if not condition:
         raise AssertionError(f"Not yet: {message}." + (f" Hint: {hint}" if hint else ""))
     print(f"✓ {message}.")
+
+
+def needs(*names: str, first: str) -> None:
+    """Raise a NameError saying what to run ``first`` if one of ``names`` is not defined yet.
+
+    Put it at the top of a cell that uses an exercise's result, e.g.
+    ``needs("model_hard", first="run the training cell of task 2")``: a student who skipped
+    that exercise reads what to do instead of a bare ``NameError``.
+    """
+    defined = sys._getframe(1).f_globals  # the notebook's namespace when called from a cell
+    missing = [n for n in names if n not in defined]
+    if missing:
+        raise NameError(f"{', '.join(missing)} not defined yet: {first}.")
 
 
 def show_source(obj) -> None:

@@ -1,121 +1,199 @@
-"""Write the student homework notebook from the solution notebook (the single source).
+"""Write the student copy of every lesson and of the homework from its solution (the single source).
 
-    python tools/make_student.py           # writes notebooks/06_pseudo_labeling.ipynb
-    python tools/make_student.py --check   # exit 1 if the committed student copy is out of date
+    python -m tools.make_student            # every notebooks/solutions/NN_<name>_solution.ipynb
+                                            #   -> notebooks/NN_<name>.ipynb
+    python -m tools.make_student notebooks/solutions/03_initialization_solution.ipynb   # some of them
+    python -m tools.make_student --check    # write nothing; exit 1 if a copy is missing, stale or
+                                            #   holds an answer line (CI runs this through the tests)
 
-What changes between the two copies:
+How to mark an answer in a solution notebook
+--------------------------------------------
+Exercises are numbered by the markdown above them: the last line before the code that starts with
+``**Exercise N`` (bold) or is a heading containing ``Exercise N`` or ``Task N`` (e.g.
+``## Task 2 — ...``) gives the number N and the word ("Exercise" or "Task").
 
-- Code: every ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` block becomes one
-  ``raise NotImplementedError("Task N: ...")`` at the indentation of the BEGIN line; N is
-  the number of the last markdown heading "... Task N ..." above the cell.
-- Markdown: ``<!-- BEGIN SOLUTION -->`` ... ``<!-- END SOLUTION -->`` blocks are removed;
-  the task-5 answer cell keeps its first line and gets a placeholder instead of the model answer.
-- The title loses " (reference solution)" and the Colab badge points at the student copy.
-- All outputs, execution counts and cell metadata are dropped, except cell tags.
-- Cells that would now fail because they use a stubbed function (directly, or through a
-  name computed from one) get the nbval tag ``raises-exception``, so the student copy still
-  runs under ``pytest --nbval-lax`` (nbval then tolerates their error).
+In a code cell, the answer sits between two marker lines, written exactly like this (any
+indentation, nothing else on the line); the first line inside is the hint, ``# Hint: ...``::
 
-The student copy is written atomically (a temp file, then a rename).
+    def brighten(photo, amount):
+        # BEGIN SOLUTION
+        # Hint: widen the dtype before adding, clamp to [0, 255], then cast back to uint8.
+        return (photo.to(torch.int16) + amount).clamp(0, 255).to(torch.uint8)
+        # END SOLUTION
+
+The student copy keeps the hint line and replaces the rest of the block, at the indentation of
+the BEGIN line, by::
+
+        # Hint: widen the dtype before adding, clamp to [0, 255], then cast back to uint8.
+        raise NotImplementedError("Exercise 3: replace this line with your code")
+
+A block may also sit at the top level of a cell (the code after it in that cell then never runs
+in the student copy, so put the check in the same cell or the next one). In markdown,
+``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->``, each on its own line, enclose text the
+student copy drops (the answers, the numbers of the reference run). A markdown cell whose first
+line is ``course_utils.homework.ANSWER_MARK`` keeps that line and gets a placeholder instead.
+
+Validation (the tool stops with the file, cell and line): a line that looks like a marker but is
+not exactly one (``#BEGIN SOLUTION``, ``# begin solution``, ``# BEGIN SOLUTIONS``,
+``# BEGIN your answer``, ...), a block that is not closed, is nested, has no ``# Hint:`` line or
+comes before any exercise heading, a markdown marker in code or a code marker in markdown.
+
+No cascades. A cell that uses a name computed from an exercise (the function with the stub, or
+anything computed from it) is part of that exercise if it comes before the next heading or
+exercise; such cells get the nbval tag ``raises-exception`` and the tag ``exercise``. Outside the
+exercise a cell must not need its result (use the package's version instead), except a cell that
+starts with ``needs("name", first="...")`` (``course_utils.checks.needs``), which says in one line
+what to run first; it is tagged ``raises-exception`` only. Anything else stops the tool.
+
+What else changes in the student copy:
+
+- Outputs: every cell keeps its outputs and execution count from the solution's (full-settings)
+  run, except the exercise cells and the ``needs`` cells, which get none (they would show the
+  answer's results). Cell metadata other than tags is dropped.
+- The title loses " (solution)" / " (reference solution)"; every link to the solution (the Colab
+  badge) points at the student copy; the first markdown cell starts with a comment naming the
+  source to edit.
+- Notebook metadata is the solution's (kernelspec included), minus widget state.
+
+Each student copy is written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import os
 import re
 import sys
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTION = ROOT / "notebooks" / "solutions" / "06_pseudo_labeling_solution.ipynb"
-STUDENT = ROOT / "notebooks" / "06_pseudo_labeling.ipynb"
-SOLUTION_REL = SOLUTION.relative_to(ROOT).as_posix()
-STUDENT_REL = STUDENT.relative_to(ROOT).as_posix()
+from course_utils.homework import ANSWER_MARK
+from course_utils.runtime import atomic_write
+from tools import catalogue
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
-ANSWER = "**Answer (task 5):**"
+HINT = "# Hint:"
 PLACEHOLDER = "_Write your answer here, below the first line (keep that line exactly as it is)._"
-TITLE_SUFFIX = " (reference solution)"
-TASK_HEADING = re.compile(r"^#+ .*\bTask (\d+)\b", re.M)
-RAISES = "raises-exception"
+TITLE_SUFFIX = re.compile(r"\s*\((reference )?solution\)\s*$")
+EXERCISE = re.compile(r"^(?:#+\s.*?\b|\*\*)(Task|Exercise) (\d+)\b", re.M)
+HEADING = re.compile(r"^#+\s", re.M)
+LOOKS_LIKE_MARKER = re.compile(r"(?i)\b(begin|end)[\s_-]*solution|^#+\s*(begin|end)\s+(your\s+)?answer")
+STUB = 'raise NotImplementedError("{label}: replace this line with your code")'
+RAISES, EXERCISE_TAG = "raises-exception", "exercise"
+GENERATED = "<!-- Generated by tools/make_student.py from {source}: edit that file, not this one. -->"
 
 
-def strip_code(source: str, task: int | None) -> str:
-    """Replace each solution block of a code cell with an indented ``raise NotImplementedError``."""
-    out, inside = [], False
-    for n, line in enumerate(source.split("\n"), 1):
+class MarkerError(ValueError):
+    """A malformed solution marker or an exercise whose result leaks into later cells."""
+
+
+def strip_code(source: str, label: str | None, where: str = "cell") -> str:
+    """Replace each solution block of a code cell by its hint line and a ``raise NotImplementedError``.
+
+    ``label`` is e.g. ``"Exercise 3"`` (None: no exercise heading above, so a block is an error);
+    ``where`` names the cell in error messages.
+    """
+    out, begin_line = [], None
+    lines = source.split("\n")
+    for n, line in enumerate(lines, 1):
         marker = line.strip()
+        _check_marker_line(marker, (BEGIN, END), f"{where}, line {n}")
         if marker == BEGIN:
-            if inside:
-                raise ValueError(f"line {n}: {BEGIN!r} inside another solution block")
-            if task is None:
-                raise ValueError(f"line {n}: a solution block before any '## Task N' heading")
+            if begin_line is not None:
+                raise MarkerError(f"{where}, line {n}: {BEGIN!r} inside the block opened on line {begin_line}")
+            if label is None:
+                raise MarkerError(f"{where}, line {n}: a solution block before any 'Exercise N' or "
+                                  f"'Task N' heading")
+            hint = lines[n].strip() if n < len(lines) else ""
+            if not hint.startswith(HINT) or not hint[len(HINT):].strip():
+                raise MarkerError(f"{where}, line {n + 1}: the first line of a solution block must be "
+                                  f"'{HINT} <what to write>'")
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(f'{indent}raise NotImplementedError("Task {task}: write your code here")')
-            inside = True
+            out += [f"{indent}{hint}", indent + STUB.format(label=label)]
+            begin_line = n
         elif marker == END:
-            if not inside:
-                raise ValueError(f"line {n}: {END!r} without a {BEGIN!r} above it")
-            inside = False
-        elif not inside:
+            if begin_line is None:
+                raise MarkerError(f"{where}, line {n}: {END!r} without a {BEGIN!r} above it")
+            begin_line = None
+        elif begin_line is None:
             out.append(line)
-    if inside:
-        raise ValueError(f"a {BEGIN!r} block is never closed by {END!r}")
+    if begin_line is not None:
+        raise MarkerError(f"{where}, line {begin_line}: {BEGIN!r} is never closed by {END!r}")
     return "\n".join(out)
 
 
-def strip_markdown(source: str) -> str:
-    """Drop markdown solution blocks; the answer cell keeps its first line and gets a placeholder."""
-    if source.split("\n", 1)[0].strip() == ANSWER:
-        return f"{ANSWER}\n\n{PLACEHOLDER}"
-    pattern = re.compile(re.escape(MD_BEGIN) + r".*?" + re.escape(MD_END) + r"\n?", re.S)
-    if source.count(MD_BEGIN) != source.count(MD_END):
-        raise ValueError(f"unbalanced {MD_BEGIN!r} / {MD_END!r} in: {source[:60]!r}")
-    text = re.sub(r"\n{3,}", "\n\n", pattern.sub("", source))
-    text = text.replace(SOLUTION_REL, STUDENT_REL)
+def _check_marker_line(stripped: str, valid: tuple[str, str], where: str) -> None:
+    """Raise if ``stripped`` looks like a solution marker but is not exactly one of ``valid``."""
+    if stripped in valid or not LOOKS_LIKE_MARKER.search(stripped):
+        return
+    others = {MD_BEGIN, MD_END} if valid[0] == BEGIN else {BEGIN, END}
+    if stripped in others:
+        raise MarkerError(f"{where}: {stripped!r} does not belong in this kind of cell "
+                          f"(use {valid[0]!r} / {valid[1]!r})")
+    raise MarkerError(f"{where}: {stripped!r} looks like a solution marker but is not one; "
+                      f"write exactly {valid[0]!r} or {valid[1]!r} on a line of its own")
+
+
+def strip_markdown(source: str, links: dict[str, str], where: str = "cell") -> str:
+    """Drop markdown solution blocks, fill the answer cell with a placeholder, fix links and the title."""
+    if source.split("\n", 1)[0].strip() == ANSWER_MARK:
+        return f"{ANSWER_MARK}\n\n{PLACEHOLDER}"
+    out, begin_line = [], None
+    for n, line in enumerate(source.split("\n"), 1):
+        marker = line.strip()
+        _check_marker_line(marker, (MD_BEGIN, MD_END), f"{where}, line {n}")
+        if marker == MD_BEGIN:
+            if begin_line is not None:
+                raise MarkerError(f"{where}, line {n}: {MD_BEGIN!r} inside the block opened on line {begin_line}")
+            begin_line = n
+        elif marker == MD_END:
+            if begin_line is None:
+                raise MarkerError(f"{where}, line {n}: {MD_END!r} without a {MD_BEGIN!r} above it")
+            begin_line = None
+        elif begin_line is None:
+            out.append(line)
+    if begin_line is not None:
+        raise MarkerError(f"{where}, line {begin_line}: {MD_BEGIN!r} is never closed by {MD_END!r}")
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(out))
+    for old, new in links.items():
+        text = text.replace(old, new)
     lines = text.split("\n")
     if lines[0].startswith("# "):
-        lines[0] = lines[0].replace(TITLE_SUFFIX, "")
+        lines[0] = TITLE_SUFFIX.sub("", lines[0])
     return "\n".join(lines).strip("\n")
 
 
+def has_block(source: str) -> bool:
+    return any(line.strip() == BEGIN for line in source.split("\n"))
+
+
 def stubbed_functions(source: str) -> set[str]:
-    """Names of the top-level functions of a (solution) cell that contain a solution block."""
+    """Names of the top-level functions and classes of a (solution) cell that contain a solution block."""
     lines = source.split("\n")
-    names = set()
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = lines[node.lineno - 1: node.end_lineno]
-            if any(line.strip() == BEGIN for line in body):
-                names.add(node.name)
-    return names
+    return {node.name for node in ast.parse(source).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and has_block("\n".join(lines[node.lineno - 1: node.end_lineno]))}
+
+
+def _bound_by(node: ast.stmt) -> set[str]:
+    """Names a top-level statement binds (definitions, imports, assignment targets)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
 def _names(tree: ast.Module) -> tuple[set[str], set[str]]:
-    """(names read anywhere in the cell, names bound at its top level)."""
-    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    bound = set()
+    """(names the cell reads before binding them itself, names bound at its top level)."""
+    used, bound = set(), set()
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        else:
-            bound |= {n.id for n in ast.walk(node)
-                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        used |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - bound
+        bound |= _bound_by(node)
     return used, bound
-
-
-def _has_stub(node: ast.AST) -> bool:
-    """True if ``node`` contains a ``raise NotImplementedError("Task ...")`` written by strip_code."""
-    return any(isinstance(n, ast.Raise) and ast.unparse(n).startswith("raise NotImplementedError('Task ")
-               for n in ast.walk(node))
 
 
 DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -125,75 +203,192 @@ def _only_definitions(tree: ast.Module) -> bool:
     return all(isinstance(n, DEFINITIONS) for n in tree.body)
 
 
-def build(solution) -> nbformat.NotebookNode:
-    """The student notebook for a solution notebook (read with ``nbformat``)."""
-    cells, task, tainted = [], None, set()
-    for cell in solution.cells:
+def _starts_with_needs(tree: ast.Module) -> bool:
+    """True if the cell's first statement is a call ``needs(...)`` (course_utils.checks.needs)."""
+    first = tree.body[0] if tree.body else None
+    return (isinstance(first, ast.Expr) and isinstance(first.value, ast.Call)
+            and isinstance(first.value.func, ast.Name) and first.value.func.id == "needs")
+
+
+@dataclass
+class _State:
+    """What the walk over a solution's cells has seen so far."""
+
+    label: str | None = None  # "Exercise 3" / "Task 2": the exercise the next code belongs to
+    open_label: str | None = None  # the exercise whose cells are still running (None after a heading)
+    tainted: dict[str, str] = field(default_factory=dict)  # name -> the exercise it comes from
+
+
+def _markdown_cell(cell, i: int, state: _State, links: dict[str, str], where: str):
+    found = EXERCISE.findall(cell.source)
+    if found:
+        state.label = f"{found[-1][0]} {found[-1][1]}"
+    if found or HEADING.search(cell.source):
+        state.open_label = None
+    return nbformat.v4.new_markdown_cell(strip_markdown(cell.source, links, f"{where}, cell {i}"))
+
+
+def _code_cell(cell, i: int, state: _State, where: str):
+    """The student version of code cell ``i``, tagged and with or without its outputs."""
+    here = f"{where}, cell {i}"
+    source = strip_code(cell.source, state.label, here)
+    tree = ast.parse(source)
+    used, bound = _names(tree)
+    stubbed = has_block(cell.source)
+    if stubbed:
+        state.open_label = state.label
+    sources = {state.tainted[n] for n in used if n in state.tainted}
+    if stubbed and not _only_definitions(tree):
+        sources.add(state.label)  # the stub itself raises at the top level of this cell
+    names = sorted(n for n in used if n in state.tainted)
+    for name in bound:  # a name computed from an exercise's result stays that exercise's
+        if sources:
+            state.tainted[name] = min(sources)
+        else:
+            state.tainted.pop(name, None)
+    for name in stubbed_functions(cell.source) if stubbed else ():
+        state.tainted[name] = state.label
+    new = nbformat.v4.new_code_cell(source)
+    tags = [t for t in cell.metadata.get("tags", []) if t not in (RAISES, EXERCISE_TAG)]
+    if sources and not _only_definitions(tree):
+        if sources == {state.open_label}:
+            tags += [RAISES, EXERCISE_TAG]
+        elif _starts_with_needs(tree):
+            tags.append(RAISES)
+        else:
+            raise MarkerError(f"{here}: uses {', '.join(names)} from {', '.join(sorted(sources))} outside that "
+                              f"exercise; use the package's version, or start the cell with "
+                              f"needs({names[0]!r}, first=...) saying what to run first")
+    elif stubbed:
+        tags.append(EXERCISE_TAG)
+    if tags:
+        new.metadata["tags"] = tags
+    if RAISES not in tags and EXERCISE_TAG not in tags:
+        new.outputs = cell.get("outputs", [])
+        new.execution_count = cell.get("execution_count")
+    return new
+
+
+def build(solution, source_rel: str = "notebooks/solutions/NN_name_solution.ipynb",
+          student_rel: str = "notebooks/NN_name.ipynb") -> nbformat.NotebookNode:
+    """The student notebook for a solution notebook (read with ``nbformat``).
+
+    ``source_rel`` and ``student_rel`` are the two files' paths from the repository root; links
+    to the first become links to the second, and errors name the first.
+    """
+    links = {source_rel: student_rel}
+    state, cells = _State(), []
+    for i, cell in enumerate(solution.cells):
         if cell.cell_type == "markdown":
-            found = TASK_HEADING.findall(cell.source)
-            task = int(found[-1]) if found else task
-            new = nbformat.v4.new_markdown_cell(strip_markdown(cell.source))
+            new = _markdown_cell(cell, i, state, links, source_rel)
         elif cell.cell_type == "code":
-            source = strip_code(cell.source, task)
-            tainted |= stubbed_functions(cell.source)
-            tree = ast.parse(source)
-            used, bound = _names(tree)
-            top_level_stub = any(_has_stub(n) for n in tree.body
-                                 if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
-            new = nbformat.v4.new_code_cell(source)
-            if top_level_stub or used & tainted:
-                tainted |= bound
-                if not _only_definitions(tree):
-                    new.metadata["tags"] = [RAISES]
-            tags = [t for t in cell.metadata.get("tags", []) if t != RAISES]
-            if tags:
-                new.metadata["tags"] = tags + new.metadata.get("tags", [])
+            new = _code_cell(cell, i, state, source_rel)
         else:
             new = nbformat.v4.new_raw_cell(cell.source)
         new.id = cell.get("id", new.id)
         cells.append(new)
+    first_md = next((c for c in cells if c.cell_type == "markdown"), None)
+    if first_md is not None:
+        first_md.source = GENERATED.format(source=source_rel) + "\n" + first_md.source
     nb = nbformat.v4.new_notebook(cells=cells, metadata=dict(solution.metadata))
+    nb.nbformat_minor = max(nb.nbformat_minor, solution.get("nbformat_minor", 0))
     nb.metadata.pop("widgets", None)
     nbformat.validate(nb)
     return nb
 
 
 def render(nb) -> str:
+    """The notebook as the text written to disk (nbformat's JSON, newline at the end)."""
     text = nbformat.writes(nb)
     return text if text.endswith("\n") else text + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a notebook is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def solution_lines(nb) -> tuple[set[str], set[str]]:
+    """(stripped lines inside solution blocks, stripped lines outside them), code and markdown.
+
+    Hint lines count as outside: they are meant for the student.
+    """
+    inside, outside = set(), set()
+    for cell in nb.cells:
+        depth = False
+        for line in cell.source.split("\n"):
+            s = line.strip()
+            if s in (BEGIN, MD_BEGIN):
+                depth = True
+            elif s in (END, MD_END):
+                depth = False
+            else:
+                (inside if depth and not s.startswith(HINT) else outside).add(s)
+    return inside - {""}, outside
+
+
+def leaked_lines(solution, student) -> list[str]:
+    """Answer lines (inside a solution block and nowhere else) that appear in the student copy.
+
+    Lines shorter than 8 characters (``return x``, ``)``) are ignored: they are not an answer.
+    """
+    secret, public = solution_lines(solution)
+    secret = {s for s in secret - public if len(s) >= 8}
+    student_lines = {line.strip() for c in student.cells for line in c.source.split("\n")}
+    return sorted(secret & student_lines)
+
+
+def problems(solution_path: Path, folder: Path) -> list[str]:
+    """What is wrong with the committed student copy of ``solution_path`` (empty: up to date)."""
+    student_path = catalogue.student_of(solution_path)
+    solution = nbformat.read(solution_path, as_version=4)
+    expected = render(build(solution, *_rels(solution_path, folder)))
+    if not student_path.exists():
+        return [f"{student_path.name} is missing"]
+    out = []
+    if student_path.read_text(encoding="utf-8") != expected:
+        out.append(f"{student_path.name} is out of date")
+    leaked = leaked_lines(solution, nbformat.read(student_path, as_version=4))
+    if leaked:
+        out.append(f"{student_path.name} holds answer lines, e.g. {leaked[0]!r}")
+    return out
+
+
+def _rels(solution_path: Path, folder: Path) -> tuple[str, str]:
+    """The solution's and the student copy's paths as the repository names them (for links)."""
+    base = folder.parent
+    student = catalogue.student_of(solution_path)
+    return solution_path.relative_to(base).as_posix(), student.relative_to(base).as_posix()
+
+
+def write(solution_path: Path, folder: Path) -> Path:
+    """Write the student copy of ``solution_path``; return its path."""
+    student_path = catalogue.student_of(solution_path)
+    solution = nbformat.read(solution_path, as_version=4)
+    atomic_write(student_path, render(build(solution, *_rels(solution_path, folder))))
+    return student_path
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("solutions", nargs="*", type=Path, help="default: every solution notebook")
     parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if the student copy differs from what would be written")
-    parser.add_argument("--solution", type=Path, default=SOLUTION)
-    parser.add_argument("--student", type=Path, default=STUDENT)
+                        help="write nothing; exit 1 if a student copy is missing, stale or leaks an answer")
+    parser.add_argument("--notebooks", type=Path, default=catalogue.NOTEBOOKS,
+                        help="the notebooks folder (default: the repository's)")
     args = parser.parse_args(argv)
-    text = render(build(nbformat.read(args.solution, as_version=4)))
+    folder = args.notebooks.resolve()
+    paths = [p.resolve() for p in args.solutions] or catalogue.solutions(folder)
+    found = []
+    try:
+        for path in paths:
+            if args.check:
+                found += problems(path, folder)
+            else:
+                print(f"wrote {write(path, folder).relative_to(folder.parent)}")
+    except MarkerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if found:
+        print("\n".join(found) + "\nRun python -m tools.make_student and commit the result.", file=sys.stderr)
+        return 1
     if args.check:
-        current = args.student.read_text(encoding="utf-8") if args.student.exists() else None
-        if current != text:
-            state = "is missing" if current is None else "is out of date"
-            print(f"{args.student.name} {state}: run python tools/make_student.py and commit the result.",
-                  file=sys.stderr)
-            return 1
-        print(f"{args.student.name} is up to date.")
-        return 0
-    write_atomic(args.student, text)
-    print(f"wrote {args.student.name}")
+        print(f"{len(paths)} student copies are up to date.")
     return 0
 
 
