@@ -36,7 +36,7 @@ def _where(diff: torch.Tensor) -> str:
 
 
 def _magnitude(x: float) -> str:
-    """``x`` as a power of ten ("about 1e-03"): tells precision issues from wrong formulas, hides the value."""
+    """``x`` as a power of ten ("about 1e-03"): tells precision from formula errors, hides the value."""
     return "infinite or NaN" if not math.isfinite(x) else f"about 1e{round(math.log10(x)):+03d}"
 
 
@@ -49,7 +49,8 @@ def check_close(actual, expected, name: str = "your result", hint: str | None = 
     actual_t, expected_t = _as_tensor(actual, name), _as_tensor(expected, "the reference")
     tip = f" Hint: {hint}" if hint else ""
     if actual_t.shape != expected_t.shape:
-        raise AssertionError(f"{name}: shape {tuple(actual_t.shape)}, expected {tuple(expected_t.shape)}.{tip}")
+        shapes = f"shape {tuple(actual_t.shape)}, expected {tuple(expected_t.shape)}"
+        raise AssertionError(f"{name}: {shapes}.{tip}")
     a, e = actual_t.detach().cpu().double(), expected_t.detach().cpu().double()
     bad = ~torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
     if bad.any():

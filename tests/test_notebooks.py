@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import types
-from pathlib import Path
 
 import nbformat
 import pytest

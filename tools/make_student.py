@@ -103,7 +103,8 @@ def strip_code(source: str, label: str | None, where: str = "cell") -> str:
         _check_marker_line(marker, (BEGIN, END), f"{where}, line {n}")
         if marker == BEGIN:
             if begin_line is not None:
-                raise MarkerError(f"{where}, line {n}: {BEGIN!r} inside the block opened on line {begin_line}")
+                raise MarkerError(f"{where}, line {n}: {BEGIN!r} inside the block opened on line {begin_line}"
+                                  f" (blocks do not nest)")
             if label is None:
                 raise MarkerError(f"{where}, line {n}: a solution block before any 'Exercise N' or "
                                   f"'Task N' heading")
@@ -147,7 +148,8 @@ def strip_markdown(source: str, links: dict[str, str], where: str = "cell") -> s
         _check_marker_line(marker, (MD_BEGIN, MD_END), f"{where}, line {n}")
         if marker == MD_BEGIN:
             if begin_line is not None:
-                raise MarkerError(f"{where}, line {n}: {MD_BEGIN!r} inside the block opened on line {begin_line}")
+                raise MarkerError(f"{where}, line {n}: {MD_BEGIN!r} inside the block opened on line "
+                                  f"{begin_line} (blocks do not nest)")
             begin_line = n
         elif marker == MD_END:
             if begin_line is None:
@@ -191,7 +193,8 @@ def _names(tree: ast.Module) -> tuple[set[str], set[str]]:
     """(names the cell reads before binding them itself, names bound at its top level)."""
     used, bound = set(), set()
     for node in tree.body:
-        used |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - bound
+        reads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        used |= reads - bound
         bound |= _bound_by(node)
     return used, bound
 
@@ -256,8 +259,8 @@ def _code_cell(cell, i: int, state: _State, where: str):
         elif _starts_with_needs(tree):
             tags.append(RAISES)
         else:
-            raise MarkerError(f"{here}: uses {', '.join(names)} from {', '.join(sorted(sources))} outside that "
-                              f"exercise; use the package's version, or start the cell with "
+            raise MarkerError(f"{here}: uses {', '.join(names)} from {', '.join(sorted(sources))} outside "
+                              f"that exercise; use the package's version, or start the cell with "
                               f"needs({names[0]!r}, first=...) saying what to run first")
     elif stubbed:
         tags.append(EXERCISE_TAG)
