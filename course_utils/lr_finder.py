@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from course_utils.runtime import model_device
+
 
 @dataclass
 class LRFinderResult:
@@ -117,7 +119,7 @@ def lr_range_test(model: nn.Module, data, optimizer: torch.optim.Optimizer, loss
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     if next(model.parameters(), None) is None:
         raise ValueError("lr_range_test needs a model with parameters to train.")
-    device = next(model.parameters()).device
+    device = model_device(model)
     saved = _snapshot(model, optimizer)
     lrs, raw, smooth, avg, best, diverged = [], [], [], 0.0, math.inf, False
     try:

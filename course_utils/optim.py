@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from course_utils.runtime import model_device
+
 
 def _check(lr: float, **others: float) -> None:
     """Clear errors for negative hyperparameters, the mistake a typo makes."""
@@ -310,7 +312,7 @@ def train_side_by_side(model: nn.Module, make_ours: Callable, make_theirs: Calla
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     a, b = copy.deepcopy(model).double(), copy.deepcopy(model).double()
     opt_a, opt_b = make_ours(a.parameters()), make_theirs(b.parameters())
-    device, worst = next(a.parameters()).device, 0.0
+    device, worst = model_device(a), 0.0
     for x, y in itertools.islice(itertools.cycle(data), steps):
         x, y = x.to(device, torch.float64), y.to(device)
         for net, opt in ((a, opt_a), (b, opt_b)):
