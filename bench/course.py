@@ -1,13 +1,16 @@
 """How long the course takes: every notebook run top to bottom with full settings.
 
-    python bench/course.py                          # every lesson and the homework solution
-    python bench/course.py notebooks/03_*.ipynb     # some of them
-    python bench/course.py --smoke                  # CI's tiny settings (a quick check of the script)
+    python -m bench.course                          # every solution (lessons and homework)
+    python -m bench.course notebooks/solutions/03_*.ipynb   # some of them
+    python -m bench.course --smoke                  # CI's tiny settings (a quick check of the script)
+    python -m bench.course --students               # the student copies instead (up to the first stub)
 
-Each notebook is executed by ``tools/run_notebooks.py``'s own ``run()`` (the same kernel,
-timeout and settings that produce the committed notebooks), but on a copy in a temporary
-folder, so the committed notebooks are never touched. The student copy of the homework is
-skipped: it raises ``NotImplementedError`` until the student fills it in.
+Each notebook is executed by ``tools.run_notebooks.run`` (the same kernel, timeout and settings
+that produce the committed notebooks), but on a copy in a temporary folder, so the committed
+notebooks are never touched. By default it runs ``tools.catalogue.executed_notebooks()``: the
+solutions, not the student copies, which raise ``NotImplementedError`` until a student fills
+them in. ``--students`` times the student copies with their exercise cells skipped (what a
+student's Run All costs before any exercise is done).
 
 Targets on a 2-core CPU: every notebook under 10 minutes, the whole course under 45.
 Run it on an otherwise idle machine; the times scale with the load. The last line is
@@ -24,17 +27,17 @@ import tempfile
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import run_notebooks  # noqa: E402  (tools/ is a folder of scripts, not a package)
+from tools import catalogue, run_notebooks
 
-NOTEBOOKS = ROOT / "notebooks"
+ROOT, NOTEBOOKS = catalogue.ROOT, catalogue.NOTEBOOKS
 LESSON_LIMIT, COURSE_LIMIT = 10.0, 45.0  # minutes, on 2 CPU cores
 
 
-def default_notebooks() -> list[Path]:
-    paths = sorted(NOTEBOOKS.rglob("[0-9]*.ipynb"))
-    return [p for p in paths if ".ipynb_checkpoints" not in p.parts and not run_notebooks.is_student_copy(p)]
+def default_notebooks(students: bool = False) -> list[Path]:
+    """The solutions (what ``tools.run_notebooks`` executes), or the student copies."""
+    if students:
+        return [p for p in catalogue.all_notebooks() if catalogue.is_student_copy(p)]
+    return catalogue.executed_notebooks()
 
 
 def time_notebooks(paths: list[Path], smoke: bool, timeout: int) -> list[tuple[str, float | None]]:
@@ -75,8 +78,10 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every lesson and the solution")
     parser.add_argument("--smoke", action="store_true", help="tiny CI settings (checks the script only)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--students", action="store_true",
+                        help="time the student copies (their exercise cells raise and are skipped)")
     args = parser.parse_args(argv)
-    paths = args.notebooks or default_notebooks()
+    paths = args.notebooks or default_notebooks(args.students)
     for p in paths:
         if not p.resolve().is_relative_to(NOTEBOOKS.resolve()):
             parser.error(f"{p} is not under {NOTEBOOKS}")

@@ -1,24 +1,22 @@
-"""bench/course.py: it times every lesson and the homework solution, never the student copy.
+"""bench.course: it times every solution by default and the student copies on request.
 
 No timing is asserted; a full run takes minutes (see the README's table).
 """
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("bench_course", ROOT / "bench" / "course.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+from bench import course
+from tools import catalogue
 
 
-def test_default_notebooks_are_the_lessons_and_the_solution():
-    names = [p.relative_to(ROOT / "notebooks").as_posix() for p in bench.default_notebooks()]
-    lessons = sorted(p.name for p in (ROOT / "notebooks").glob("0[1-5]_*.ipynb"))
-    assert names == [*lessons, "solutions/06_pseudo_labeling_solution.ipynb"]
-    assert "06_pseudo_labeling.ipynb" not in names  # the student copy raises NotImplementedError
+def test_default_notebooks_are_the_solutions_and_students_the_copies():
+    solutions = course.default_notebooks()
+    assert solutions == catalogue.executed_notebooks()
+    assert "solutions/06_pseudo_labeling_solution.ipynb" in [catalogue.display_name(p) for p in solutions]
+    students = course.default_notebooks(students=True)
+    assert students and all(catalogue.is_student_copy(p) for p in students)
+    assert {catalogue.student_of(p) for p in catalogue.solutions()} == set(students)
+    assert not set(students) & set(solutions)  # the student copies raise NotImplementedError
 
 
 def test_table_flags_slow_and_failed_notebooks():
-    text = bench.table([("01_a.ipynb", 0.5), ("02_b.ipynb", 12.0), ("03_c.ipynb", None)], limit=10)
+    text = course.table([("01_a.ipynb", 0.5), ("02_b.ipynb", 12.0), ("03_c.ipynb", None)], limit=10)
     assert "0.50  ok" in text and "12.00  TOO SLOW" in text and "FAILED" in text

@@ -15,10 +15,14 @@ dialog and waits. Then it checks what the student would see:
 - no "Select Kernel" dialog on opening (the notebook names its kernel).
 
 The notebook is then saved through the UI and the saved file is checked as well (execution
-counts, no ``error`` outputs, as many rendered images as image outputs). The student copy of
-the homework (a notebook with a ``notebooks/solutions/<stem>_solution.ipynb``) raises
-``NotImplementedError`` by design: for it, every error must be in a cell tagged
-``raises-exception`` (which JupyterLab runs past) and every other cell must run cleanly.
+counts, no ``error`` outputs, as many rendered images as image outputs).
+
+Which notebooks: every solution (``tools.catalogue.executed_notebooks()``), plus the student
+copies of the first lesson and of the homework. A student copy raises ``NotImplementedError``
+by design: there every error must be raised in an exercise cell (tagged ``exercise`` by
+``tools.make_student``; JupyterLab runs past it because it is also tagged ``raises-exception``),
+or be the one-line ``needs(...)`` NameError of a cell that says what to run first; every other
+cell must run cleanly. (nbval runs every student copy; the browser adds the UI on top.)
 A screenshot of each notebook is saved under the test's tmp_path.
 
 Without a Chromium the tests are skipped (fail instead when ``CI`` is set); set
@@ -43,9 +47,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+from tools.catalogue import NOTEBOOKS as NOTEBOOK_DIR
+from tools.catalogue import ROOT, all_notebooks, executed_notebooks, is_student_copy
+from tools.make_student import EXERCISE_TAG, RAISES
+
+STUDENT_COPIES = [p for p in all_notebooks() if is_student_copy(p) and p.name.startswith(("01_", "06_"))]
+NOTEBOOKS = sorted(executed_notebooks() + STUDENT_COPIES)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT = 600  # seconds for one notebook's smoke run (about 30-60 s on an idle 2-core CPU)
@@ -69,12 +76,6 @@ CHROMIUM = find_chromium()
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("no Chromium: sudo apt-get install chromium (or set COURSE_CHROMIUM)",
                 allow_module_level=True)
-
-
-def is_student_copy(path: Path) -> bool:
-    """The student homework: generated from ``notebooks/solutions/<stem>_solution.ipynb``."""
-    solution = NOTEBOOK_DIR / "solutions" / f"{path.stem}_solution.ipynb"
-    return path.parent == NOTEBOOK_DIR and solution.is_file()
 
 
 def code_sources(nb) -> list[str]:
@@ -302,17 +303,14 @@ def test_runs_in_jupyterlab(path, lab, browser, tmp_path):
     shown = [p.strip() for p, s in zip(seen["prompts"], sources) if s.strip()]
 
     if is_student_copy(path):
-        # By design the task stubs raise NotImplementedError. tools/make_student.py tags those
-        # cells (and the cells that use their results) "raises-exception", which JupyterLab
-        # honours: Run All goes on. Every error must sit in such a cell, every other cell must
-        # run cleanly, in order.
-        tagged = [("raises-exception" in c.metadata.get("tags", [])) for c in saved_code]
-        assert any(e.ename == "NotImplementedError" for e in errors), "no task stub raised"
-        for c, is_tagged in zip(saved_code, tagged):
-            for o in c.get("outputs", []):
-                if o.output_type == "error":
-                    assert is_tagged, f"untagged cell failed: {o.ename}: {o.evalue}\n{c.source[:200]}"
-                    assert o.ename in ("NotImplementedError", "NameError"), f"{o.ename}: {o.evalue}"
+        assert any(e.ename == "NotImplementedError" for e in errors), "no exercise stub raised"
+        for c in saved_code:
+            tags = c.metadata.get("tags", [])
+            for o in (o for o in c.get("outputs", []) if o.output_type == "error"):
+                said_what_to_run = (RAISES in tags and c.source.startswith("needs(")
+                                    and o.ename == "NameError" and "not defined yet:" in o.evalue)
+                assert EXERCISE_TAG in tags or said_what_to_run, \
+                    f"an error outside the exercises: {o.ename}: {o.evalue}\n{c.source[:200]}"
         assert ran == list(range(1, len(ran) + 1)), f"not every cell ran in order: {ran}"
         assert shown == [f"[{i}]:" for i in range(1, len(shown) + 1)], shown
         return
