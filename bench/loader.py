@@ -1,7 +1,7 @@
 """One training epoch on Fashion-MNIST: torchvision ``DataLoader`` vs ``course_utils.data.Batches``.
 
-    python bench/loader.py            # the full 60,000-image training split
-    python bench/loader.py --quick    # the first 6,000 images (a few seconds)
+    python -m bench.loader            # the full 60,000-image training split
+    python -m bench.loader --quick    # the first 6,000 images (a few seconds)
 
 Both paths train the same small model, a fully connected net 784-256-10
 (``course_utils.models.mlp``), with the same batch size, the same SGD optimizer

@@ -1,21 +1,15 @@
-"""bench/loader.py: both paths train on the same real data in the same number of batches.
+"""bench.loader: both paths train on the same real data in the same number of batches.
 
 No timing is asserted (the machine's load decides that); only that the comparison is fair.
 """
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
+from bench import loader as bench
 from course_utils.data import load_fashion_mnist
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "loader.py"
-spec = importlib.util.spec_from_file_location("bench_loader", BENCH)
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
 
 
 @pytest.fixture(scope="module")
