@@ -1,4 +1,4 @@
-"""Look inside a network while it runs: per-layer activation and gradient statistics.
+"""Look inside a network while it runs: per-layer activation and gradient statistics (lesson 03).
 
     with record(model) as rec:              # hooks on every activation layer
         loss_fn(model(x), y).backward()

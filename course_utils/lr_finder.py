@@ -1,4 +1,6 @@
-"""The learning-rate range test (Smith 2015; popularised by fastai): which LRs can train this model?
+"""The learning-rate range test (Smith 2015; popularised by fastai), taught in lesson 05.
+
+Which learning rates can train this model?
 
 Train for a few hundred batches while the learning rate grows exponentially
 from tiny to huge, and record the loss. Too small an LR leaves the loss flat;

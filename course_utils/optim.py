@@ -1,4 +1,4 @@
-"""Optimizers written from scratch with the ``torch.optim.Optimizer`` interface.
+"""Optimizers written from scratch with the ``torch.optim.Optimizer`` interface (lesson 05).
 
 Each class is a short copy of one update rule of ``torch.optim``, with the same
 hyperparameter names, defaults and state names, so it drops into ``fit()`` and

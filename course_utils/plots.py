@@ -1,4 +1,4 @@
-"""Plots that several lessons share. Each returns the matplotlib figure."""
+"""Plots that several lessons draw (the training diagnostics: lesson 03 only). Each returns the figure."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def plot_per_class(acc: torch.Tensor, class_names, title: str = "Accuracy per cl
     return fig
 
 
-# --- Training diagnostics (lesson 03, also used by 04-05) -----------------------------------------
+# --- Training diagnostics (lesson 03), drawn from course_utils.hooks' records ---------------------
 # They read what course_utils.hooks records: ``rec`` is a ``Recorder`` (from ``record``/``diagnose``),
 # ``upd`` an ``UpdateTracker`` (from ``track_updates``). Each draws on ``ax`` when given (to put
 # several networks side by side), else on a new figure, and returns the figure.
