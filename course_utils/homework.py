@@ -17,6 +17,10 @@ NUM_LABELED = 100
 SPLIT_SEED = 2024
 NUM_CLASSES = 10
 DATASETS = ("mnist", "mnist-5k", "fashion-mnist")
+# The markdown cell holding the written answer starts with this (the grader and make_student).
+ANSWER_MARK = "**Answer (task 5):**"
+# What the student copy holds under the marker until the student writes an answer.
+ANSWER_PLACEHOLDER = "_Write your answer here, below the first line (keep that line exactly as it is)._"
 
 
 def labeled_split(labels: torch.Tensor, n_labeled: int = NUM_LABELED, seed: int = SPLIT_SEED):
