@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import init as torch_init
 
-from course_utils import init as my_init
+from course_utils import init
 from course_utils.data import STATS, to_float
 
 SHAPES = [(64, 32), (32, 64), (40, 40), (16, 8, 3, 3), (6, 4, 5)]
@@ -24,17 +24,17 @@ def gen(seed=0):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_fans_match_torch(shape):
-    assert my_init.fans(torch.empty(shape)) == torch_init._calculate_fan_in_and_fan_out(torch.empty(shape))
+    assert init.fans(torch.empty(shape)) == torch_init._calculate_fan_in_and_fan_out(torch.empty(shape))
 
 
-@pytest.mark.parametrize("name", sorted(my_init.GAINS))
+@pytest.mark.parametrize("name", sorted(init.GAINS))
 def test_gain_matches_torch(name):
-    assert my_init.calculate_gain(name) == pytest.approx(torch_init.calculate_gain(name))
+    assert init.calculate_gain(name) == pytest.approx(torch_init.calculate_gain(name))
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 1.0])
 def test_leaky_relu_gain_matches_torch(slope):
-    assert my_init.calculate_gain("leaky_relu", slope) == pytest.approx(
+    assert init.calculate_gain("leaky_relu", slope) == pytest.approx(
         torch_init.calculate_gain("leaky_relu", slope))
 
 
@@ -42,7 +42,7 @@ def test_leaky_relu_gain_matches_torch(slope):
 @pytest.mark.parametrize("name", ["xavier_uniform_", "xavier_normal_", "orthogonal_"])
 def test_same_numbers_as_torch(name, shape):
     for gain in (1.0, 5 / 3):
-        mine = getattr(my_init, name)(torch.empty(shape), gain=gain, generator=gen(1))
+        mine = getattr(init, name)(torch.empty(shape), gain=gain, generator=gen(1))
         ref = getattr(torch_init, name)(torch.empty(shape), gain=gain, generator=gen(1))
         torch.testing.assert_close(mine, ref, rtol=0, atol=0)
 
@@ -52,7 +52,7 @@ def test_same_numbers_as_torch(name, shape):
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 @pytest.mark.parametrize("nonlinearity,slope", [("relu", 0.0), ("leaky_relu", 0.2), ("tanh", 0.0)])
 def test_kaiming_same_numbers_as_torch(shape, kind, mode, nonlinearity, slope):
-    mine = getattr(my_init, f"kaiming_{kind}_")(torch.empty(shape), mode=mode, nonlinearity=nonlinearity,
+    mine = getattr(init, f"kaiming_{kind}_")(torch.empty(shape), mode=mode, nonlinearity=nonlinearity,
                                                 negative_slope=slope, generator=gen(2))
     ref = getattr(torch_init, f"kaiming_{kind}_")(torch.empty(shape), a=slope, mode=mode,
                                                  nonlinearity=nonlinearity, generator=gen(2))
@@ -66,7 +66,7 @@ N_OUT, N_IN, TOL = 512, 256, 0.02
 
 
 def test_xavier_uniform_bound_and_std():
-    w = my_init.xavier_uniform_(torch.empty(N_OUT, N_IN), generator=gen())
+    w = init.xavier_uniform_(torch.empty(N_OUT, N_IN), generator=gen())
     bound = math.sqrt(6 / (N_IN + N_OUT))  # not sqrt(6) / (N_IN + N_OUT)
     assert w.abs().max() <= bound
     assert w.abs().max() > 0.999 * bound
@@ -75,10 +75,10 @@ def test_xavier_uniform_bound_and_std():
 
 
 @pytest.mark.parametrize("fn,expected_std", [
-    (lambda w: my_init.xavier_normal_(w, gain=2.0, generator=gen()), 2 * math.sqrt(2 / (N_IN + N_OUT))),
-    (lambda w: my_init.kaiming_normal_(w, generator=gen()), math.sqrt(2 / N_IN)),
-    (lambda w: my_init.kaiming_uniform_(w, generator=gen()), math.sqrt(2 / N_IN)),
-    (lambda w: my_init.kaiming_normal_(w, mode="fan_out", generator=gen()), math.sqrt(2 / N_OUT)),
+    (lambda w: init.xavier_normal_(w, gain=2.0, generator=gen()), 2 * math.sqrt(2 / (N_IN + N_OUT))),
+    (lambda w: init.kaiming_normal_(w, generator=gen()), math.sqrt(2 / N_IN)),
+    (lambda w: init.kaiming_uniform_(w, generator=gen()), math.sqrt(2 / N_IN)),
+    (lambda w: init.kaiming_normal_(w, mode="fan_out", generator=gen()), math.sqrt(2 / N_OUT)),
 ])
 def test_std_matches_formula_and_torch(fn, expected_std):
     w = fn(torch.empty(N_OUT, N_IN))
@@ -88,7 +88,7 @@ def test_std_matches_formula_and_torch(fn, expected_std):
 
 def test_normal_moments_match_torch():
     """Same distribution as torch drawn from a *different* seed: mean, std and kurtosis."""
-    mine = my_init.kaiming_normal_(torch.empty(N_OUT, N_IN), generator=gen(3))
+    mine = init.kaiming_normal_(torch.empty(N_OUT, N_IN), generator=gen(3))
     ref = torch_init.kaiming_normal_(torch.empty(N_OUT, N_IN), nonlinearity="relu", generator=gen(4))
 
     def kurtosis(t):
@@ -103,7 +103,7 @@ def test_normal_moments_match_torch():
 @pytest.mark.parametrize("shape", [(64, 32), (32, 64), (40, 40), (16, 8, 3, 3)])
 def test_orthogonal_is_orthogonal(shape):
     gain = 1.5
-    w = my_init.orthogonal_(torch.empty(shape), gain=gain, generator=gen()).reshape(shape[0], -1)
+    w = init.orthogonal_(torch.empty(shape), gain=gain, generator=gen()).reshape(shape[0], -1)
     rows, cols = w.shape
     gram = w @ w.T if rows <= cols else w.T @ w  # the smaller side is orthonormal
     torch.testing.assert_close(gram, gain**2 * torch.eye(min(rows, cols)), rtol=0, atol=1e-5)
@@ -113,28 +113,28 @@ def test_orthogonal_is_not_biased_by_qr_signs():
     """QR alone gives a Q that follows LAPACK's sign convention: for 8x8 Gaussian matrices the
     diagonal of Q then averages about -0.2. With the sign fix it averages 0, as for a uniformly
     random orthogonal matrix (standard error here 0.006)."""
-    diag = torch.stack([torch.diagonal(my_init.orthogonal_(torch.empty(8, 8), generator=gen(s)))
+    diag = torch.stack([torch.diagonal(init.orthogonal_(torch.empty(8, 8), generator=gen(s)))
                         for s in range(400)])
     assert diag.mean().abs().item() < 0.05
 
 
 def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="at least 2 dimensions"):
-        my_init.xavier_uniform_(torch.empty(10))
+        init.xavier_uniform_(torch.empty(10))
     with pytest.raises(ValueError, match="fan_in"):
-        my_init.kaiming_normal_(torch.empty(3, 3), mode="fan")
+        init.kaiming_normal_(torch.empty(3, 3), mode="fan")
     with pytest.raises(ValueError, match="Unknown nonlinearity"):
-        my_init.calculate_gain("swish")
+        init.calculate_gain("swish")
 
 
-def _second_moments(images, init, activation, depth=30, width=256):
+def _second_moments(images, init_fn, activation, depth=30, width=256):
     """E[h^2] after each layer of a deep bias-free stack fed real Fashion-MNIST images."""
     torch.manual_seed(0)
     h, out = images, []
     n_in = images.shape[1]
     with torch.no_grad():
         for _ in range(depth):
-            w = init(torch.empty(width, n_in))
+            w = init_fn(torch.empty(width, n_in))
             h = activation(h @ w.T)
             out.append((h**2).mean().item())
             n_in = width
@@ -149,8 +149,8 @@ def images(fashion):
 
 
 def test_he_keeps_relu_signal_and_xavier_halves_it(images):
-    he = _second_moments(images, lambda w: my_init.kaiming_normal_(w), torch.relu)
-    xavier = _second_moments(images, lambda w: my_init.xavier_normal_(w), torch.relu)
+    he = _second_moments(images, lambda w: init.kaiming_normal_(w), torch.relu)
+    xavier = _second_moments(images, lambda w: init.xavier_normal_(w), torch.relu)
     # He: the second moment stays within a factor 2 of layer 1 over 30 layers.
     assert 0.5 < he[-1] / he[0] < 2
     # Xavier (gain 1) with ReLU: each square layer halves it: about 2^-29 after 30 layers.
@@ -158,7 +158,7 @@ def test_he_keeps_relu_signal_and_xavier_halves_it(images):
 
 
 def test_xavier_keeps_linear_signal_and_default_shrinks_it(images):
-    xavier = _second_moments(images, lambda w: my_init.xavier_normal_(w), lambda h: h)
+    xavier = _second_moments(images, lambda w: init.xavier_normal_(w), lambda h: h)
     default = _second_moments(images, lambda w: nn.init.kaiming_uniform_(w, a=math.sqrt(5)), lambda h: h)
     assert 0.5 < xavier[-1] / xavier[1] < 2  # layer 1 maps 784 -> 256; square from then on
     # nn.Linear's default is U(-1/sqrt(n_in), 1/sqrt(n_in)): Var(w) = 1/(3 n_in), a third per layer.

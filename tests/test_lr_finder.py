@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import optim as ours
+from course_utils import optim
 from course_utils.data import Batches, to_float
 from course_utils.lr_finder import LRFinderResult, lr_range_test, plot_lr_finder, suggest_lr
 
@@ -59,7 +59,7 @@ def assert_same(before, model, optimizer):
 @pytest.mark.parametrize("make_opt", [
     lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
     lambda ps: torch.optim.Adam(ps, lr=1e-3),
-    lambda ps: ours.AdamW(ps, lr=1e-3),
+    lambda ps: optim.AdamW(ps, lr=1e-3),
 ], ids=["torch-sgd-momentum", "torch-adam", "our-adamw"])
 def test_restores_model_and_optimizer_exactly(make_opt, data):
     model = net_with_buffers()

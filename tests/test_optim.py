@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import optim as ours
+from course_utils import optim
 from course_utils.data import Batches, to_float
 from course_utils.models import mlp
 from course_utils.train import evaluate, fit
@@ -14,13 +14,13 @@ from course_utils.train import evaluate, fit
 STEPS = 100
 # name: (our class, torch class, hyperparameters) — lrs in each optimizer's usual range
 CASES = {
-    "sgd": (ours.SGD, torch.optim.SGD, dict(lr=0.1)),
-    "momentum": (ours.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
-    "nesterov": (ours.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True)),
-    "adagrad": (ours.Adagrad, torch.optim.Adagrad, dict(lr=0.05)),
-    "rmsprop": (ours.RMSprop, torch.optim.RMSprop, dict(lr=1e-3)),
-    "adam": (ours.Adam, torch.optim.Adam, dict(lr=1e-3)),
-    "adamw": (ours.AdamW, torch.optim.AdamW, dict(lr=1e-3)),
+    "sgd": (optim.SGD, torch.optim.SGD, dict(lr=0.1)),
+    "momentum": (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
+    "nesterov": (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True)),
+    "adagrad": (optim.Adagrad, torch.optim.Adagrad, dict(lr=0.05)),
+    "rmsprop": (optim.RMSprop, torch.optim.RMSprop, dict(lr=1e-3)),
+    "adam": (optim.Adam, torch.optim.Adam, dict(lr=1e-3)),
+    "adamw": (optim.AdamW, torch.optim.AdamW, dict(lr=1e-3)),
 }
 
 
@@ -64,10 +64,10 @@ def test_train_side_by_side_agrees_and_detects_a_difference(stream):
     torch.manual_seed(0)
     model = mlp([784, 32, 10])
     start = flat(model).clone()
-    a, b, worst = ours.train_side_by_side(model, lambda ps: ours.Adam(ps, lr=1e-3),
+    a, b, worst = optim.train_side_by_side(model, lambda ps: optim.Adam(ps, lr=1e-3),
                                           lambda ps: torch.optim.Adam(ps, lr=1e-3), stream, steps=30)
     assert worst < 1e-12 and torch.allclose(a, b, rtol=0, atol=1e-12)
-    a, b, worst = ours.train_side_by_side(model, lambda ps: ours.Adam(ps, lr=1e-3),
+    a, b, worst = optim.train_side_by_side(model, lambda ps: optim.Adam(ps, lr=1e-3),
                                           lambda ps: torch.optim.Adam(ps, lr=1.1e-3), stream, steps=30)
     assert worst > 1e-6 and not torch.allclose(a, b)
     assert torch.equal(flat(model), start) and start.dtype == torch.float32  # trains copies only
@@ -76,7 +76,7 @@ def test_train_side_by_side_agrees_and_detects_a_difference(stream):
 def test_torch_schedulers_drive_our_optimizers(stream):
     """OneCycleLR rewrites lr AND beta1 in param_groups; our Adam must follow both."""
     a, b = small_mlp(), small_mlp()
-    opt_a, opt_b = ours.Adam(a.parameters(), lr=1e-3), torch.optim.Adam(b.parameters(), lr=1e-3)
+    opt_a, opt_b = optim.Adam(a.parameters(), lr=1e-3), torch.optim.Adam(b.parameters(), lr=1e-3)
     sched_a = torch.optim.lr_scheduler.OneCycleLR(opt_a, max_lr=1e-2, total_steps=STEPS)
     sched_b = torch.optim.lr_scheduler.OneCycleLR(opt_b, max_lr=1e-2, total_steps=STEPS)
     betas_seen = set()
@@ -97,7 +97,7 @@ def test_param_groups_and_state_dict_round_trip(stream):
         return [{"params": net[1].parameters(), "lr": 0.02}, {"params": net[3].parameters()}]
 
     a, b = small_mlp(), small_mlp()
-    opt_a = ours.SGD(groups(a), lr=0.1, momentum=0.9)
+    opt_a = optim.SGD(groups(a), lr=0.1, momentum=0.9)
     opt_b = torch.optim.SGD(groups(b), lr=0.1, momentum=0.9)
     batches = list(stream)[:40]
     for i, (x, y) in enumerate(batches):
@@ -105,7 +105,7 @@ def test_param_groups_and_state_dict_round_trip(stream):
             net_state, opt_state = copy.deepcopy(a.state_dict()), copy.deepcopy(opt_a.state_dict())
             a = small_mlp(seed=1)
             a.load_state_dict(net_state)
-            opt_a = ours.SGD(groups(a), lr=0.1, momentum=0.9)
+            opt_a = optim.SGD(groups(a), lr=0.1, momentum=0.9)
             opt_a.load_state_dict(opt_state)
         for net, opt in ((a, opt_a), (b, opt_b)):
             opt.zero_grad()
@@ -117,7 +117,7 @@ def test_param_groups_and_state_dict_round_trip(stream):
 def test_step_with_closure_returns_its_loss(stream):
     net = small_mlp()
     x, y = next(iter(stream))
-    opt = ours.Adam(net.parameters(), lr=1e-3)
+    opt = optim.Adam(net.parameters(), lr=1e-3)
 
     def closure():
         opt.zero_grad()
@@ -131,12 +131,12 @@ def test_step_with_closure_returns_its_loss(stream):
 
 
 @pytest.mark.parametrize("make", [
-    lambda ps: ours.SGD(ps, lr=-0.1),
-    lambda ps: ours.SGD(ps, lr=0.1, nesterov=True),
-    lambda ps: ours.Adagrad(ps, weight_decay=-1),
-    lambda ps: ours.RMSprop(ps, alpha=1.0),
-    lambda ps: ours.Adam(ps, betas=(0.9, 1.0)),
-    lambda ps: ours.AdamW(ps, eps=-1e-8),
+    lambda ps: optim.SGD(ps, lr=-0.1),
+    lambda ps: optim.SGD(ps, lr=0.1, nesterov=True),
+    lambda ps: optim.Adagrad(ps, weight_decay=-1),
+    lambda ps: optim.RMSprop(ps, alpha=1.0),
+    lambda ps: optim.Adam(ps, betas=(0.9, 1.0)),
+    lambda ps: optim.AdamW(ps, eps=-1e-8),
 ], ids=["neg-lr", "nesterov-no-momentum", "neg-wd", "alpha-1", "beta2-1", "neg-eps"])
 def test_bad_hyperparameters_raise(make):
     with pytest.raises(ValueError, match="must|needs"):
@@ -149,24 +149,24 @@ def test_ours_trains_a_real_model_with_fit(fashion):
     train, val = Batches(x[:3000], y[:3000], 64, shuffle=True), Batches(x[9000:], y[9000:], 500)
     torch.manual_seed(0)
     model = mlp([784, 64, 10])
-    fit(model, train, ours.AdamW(model.parameters(), lr=3e-3), epochs=2, progress=False)
+    fit(model, train, optim.AdamW(model.parameters(), lr=3e-3), epochs=2, progress=False)
     assert evaluate(model, val)["acc"] > 0.7  # chance is 0.1
 
 
 # --- the Adam self-check ---------------------------------------------------------------
 
 def test_check_adam_step_passes_the_reference(capsys):
-    ours.check_adam_step(ours.adam_step)
+    optim.check_adam_step(optim.adam_step)
     assert "✓" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("mistakes", ours._candidate_mistakes(), ids=" + ".join)
+@pytest.mark.parametrize("mistakes", optim._candidate_mistakes(), ids=" + ".join)
 def test_check_adam_step_names_each_mistake(mistakes):
     with pytest.raises(AssertionError) as info:
-        ours.check_adam_step(ours._wrong_adam(*mistakes))
+        optim.check_adam_step(optim._wrong_adam(*mistakes))
     message = str(info.value)
     assert all(f"'{m}'" in message for m in mistakes)
-    assert all(f"'{m}'" not in message for m in ours.ADAM_MISTAKES if m not in mistakes)
+    assert all(f"'{m}'" not in message for m in optim.ADAM_MISTAKES if m not in mistakes)
 
 
 def test_the_source_materials_adam_is_diagnosed():
@@ -178,17 +178,17 @@ def test_the_source_materials_adam_is_diagnosed():
         return param - lr * m / (v + eps).sqrt(), m, v
 
     with pytest.raises(AssertionError, match="'eps inside the square root' and 'corrected moments"):
-        ours.check_adam_step(seed_adam)
+        optim.check_adam_step(seed_adam)
 
 
 def test_check_adam_step_explains_a_wrong_return_value():
     with pytest.raises(AssertionError, match="must return three tensors"):
-        ours.check_adam_step(lambda param, grad, m, v, t, **hp: param)
+        optim.check_adam_step(lambda param, grad, m, v, t, **hp: param)
 
 
 def test_the_mistakes_are_all_distinguishable():
-    runs = [ours._run_adam(ours.adam_step, **ours.CHECK_HP)]
-    runs += [ours._run_adam(ours._wrong_adam(*m), **ours.CHECK_HP) for m in ours._candidate_mistakes()]
+    runs = [optim._run_adam(optim.adam_step, **optim.CHECK_HP)]
+    runs += [optim._run_adam(optim._wrong_adam(*m), **optim.CHECK_HP) for m in optim._candidate_mistakes()]
     for i in range(len(runs)):
         for j in range(i):
             assert (runs[i] - runs[j]).abs().max() > 1e-6, (i, j)
@@ -196,8 +196,8 @@ def test_the_mistakes_are_all_distinguishable():
 
 def test_check_adam_step_locates_an_unknown_mistake():
     def sign_flipped(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        new_p, m, v = ours.adam_step(param, grad, m, v, t, lr, betas, eps)
+        new_p, m, v = optim.adam_step(param, grad, m, v, t, lr, betas, eps)
         return 2 * param - new_p, m, v
 
     with pytest.raises(AssertionError, match="first differs at step t=1, in the returned param"):
-        ours.check_adam_step(sign_flipped)
+        optim.check_adam_step(sign_flipped)
