@@ -394,9 +394,12 @@ class FashionMNIST:
                        device=self.device)
 
     def __repr__(self) -> str:
-        return (f"FashionMNIST: train {tuple(self.x_train.shape)} in {len(self.train)} shuffled batch(es) "
-                f"of {self.train.batch_size}, validation {tuple(self.x_val.shape)} in {len(self.val)} "
-                f"batch(es) of {self.val.batch_size}; standardized (mean {self.mean[0]}, std {self.std[0]})")
+        def part(x, batches, kind):
+            n = len(batches)
+            return f"{tuple(x.shape)} in {n} {kind}batch{'es' if n != 1 else ''} of {batches.batch_size}"
+
+        return (f"FashionMNIST: train {part(self.x_train, self.train, 'shuffled ')}, validation "
+                f"{part(self.x_val, self.val, '')}; standardized (mean {self.mean[0]}, std {self.std[0]})")
 
 
 def _subset_size(name: str, n: int | None, available: int, smoke: int) -> int:
