@@ -266,3 +266,11 @@ def test_a_later_cell_using_an_exercise_result_stops_the_tool_unless_it_says_wha
     assert make_student.build(notebook(*rebound)).cells[11].metadata.get("tags") is None
     reuse = LESSON + ["start = 1\nprint(start - 1)"]  # bound before use in the same cell: fine
     assert make_student.build(notebook(*reuse)).cells[10].metadata.get("tags") is None
+
+
+def test_loop_variables_parameters_and_comprehensions_are_not_reads_of_an_exercise_result():
+    later = LESSON + ["for y in range(2):\n    print(y)",  # 10: y is the loop's own
+                      "def show(y, title=None):\n    return [y for y in range(3)]\nshow(1)",  # 11
+                      "total = sum(y for y in range(3))"]  # 12
+    tags = [c.metadata.get("tags") for c in make_student.build(notebook(*later)).cells[10:]]
+    assert tags == [None, None, None]

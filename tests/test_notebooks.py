@@ -3,6 +3,8 @@
 nbval itself runs every notebook in smoke mode (see pyproject's addopts).
 """
 
+import ast
+import inspect
 import os
 import re
 import subprocess
@@ -97,3 +99,58 @@ def test_colab_install_only_in_colab(path, monkeypatch):
     spec = cmd[-1]
     assert spec.startswith("course_utils") and f"github.com/{REPO}" in spec
     assert not any(re.match(r"(torch|torchvision|numpy)\b", a) for a in cmd), "pin nothing Colab has"
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not tab, newline or carriage return
+FROZEN_BAR = "?it/s]"  # tqdm's first frame ("0%| | 0/200 [00:00<?, ?it/s]"): a bar saved before it moved
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_no_control_characters_in_markdown(path):
+    for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if cell.cell_type == "markdown":
+            found = CONTROL.search(cell.source)
+            assert not found, (f"cell {i}: control character {found.group()!r} in "
+                               f"{cell.source[max(0, found.start() - 30):found.end() + 10]!r} "
+                               "(a backslash escape such as '\\b' in a non-raw string?)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_no_unfinished_progress_bars(path):
+    for i, cell in enumerate(code_cells(nbformat.read(path, as_version=4))):
+        for out in cell.get("outputs", []):
+            text = str(out.get("text", "")) + str(out.get("data", {}).get("text/plain", ""))
+            assert FROZEN_BAR not in text, (f"code cell {i} shows a progress bar frozen at its start: "
+                                            f"{text[:80]!r}; re-run with python -m tools.run_notebooks")
+
+
+def _show_source_calls(cell) -> list[ast.expr]:
+    """The argument of every top-level ``show_source(X)`` call in a cell."""
+    calls = [n for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Name) and n.func.id == "show_source" and n.args]
+    return [c.args[0] for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
+
+
+def _course_imports(nb) -> dict:
+    """A namespace holding what the notebook imports from course_utils (to resolve show_source's argument)."""
+    namespace: dict = {}
+    for cell in code_cells(nb):
+        for node in ast.parse(cell.source).body:
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if (module or "").startswith("course_utils"):
+                exec(compile(ast.Module(body=[node], type_ignores=[]), "imports", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_show_source_outputs_are_the_current_source(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in code_cells(nb) if "show_source(" in c.source and c.get("outputs")]
+    namespace = _course_imports(nb) if cells else {}
+    for cell in cells:
+        printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+        for arg in _show_source_calls(cell):
+            obj = eval(compile(ast.Expression(arg), "show_source", "eval"), namespace)
+            assert inspect.getsource(obj) in printed, (
+                f"the output of show_source({ast.unparse(arg)}) is not the current source: "
+                f"re-run {path.name} with python -m tools.run_notebooks")

@@ -27,8 +27,9 @@ the BEGIN line, by::
         # Hint: widen the dtype before adding, clamp to [0, 255], then cast back to uint8.
         raise NotImplementedError("Exercise 3: replace this line with your code")
 
-A block may also sit at the top level of a cell (the code after it in that cell then never runs
-in the student copy, so put the check in the same cell or the next one). In markdown,
+Prefer a block inside a function, with the check in the next cell. A block may also sit at the
+top level of a cell, but then the rest of that cell never runs in the student copy and reads
+names the stub no longer defines (ruff's F821 in the student copy). In markdown,
 ``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->``, each on its own line, enclose text the
 student copy drops (the answers, the numbers of the reference run). A markdown cell whose first
 line is ``course_utils.homework.ANSWER_MARK`` keeps that line and gets a placeholder instead.
@@ -189,12 +190,25 @@ def _bound_by(node: ast.stmt) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
+def _reads(node: ast.stmt) -> set[str]:
+    """Names a top-level statement reads from outside: not its comprehension or loop variables."""
+    loads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    local = {n.id for c in ast.walk(node) if isinstance(c, ast.comprehension)
+             for n in ast.walk(c.target) if isinstance(n, ast.Name)}
+    for f in ast.walk(node):  # a function's parameters and local variables are its own
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            local |= {a.arg for a in ast.walk(f.args) if isinstance(a, ast.arg)}
+            local |= {n.id for n in ast.walk(f) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    if isinstance(node, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)):
+        local |= _bound_by(node)  # set before the body reads them
+    return loads - local
+
+
 def _names(tree: ast.Module) -> tuple[set[str], set[str]]:
     """(names the cell reads before binding them itself, names bound at its top level)."""
     used, bound = set(), set()
     for node in tree.body:
-        reads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        used |= reads - bound
+        used |= _reads(node) - bound
         bound |= _bound_by(node)
     return used, bound
 
