@@ -29,10 +29,17 @@ def _as_tensor(value, name: str) -> torch.Tensor:
 def _where(diff: torch.Tensor) -> str:
     """How many elements differ and where the largest difference is (never an expected value)."""
     if diff.numel() == 1:
-        return ""
+        return ""  # the direction is added by check_close
     index = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
     return (f" in {int((diff > 0).sum())} of {diff.numel()} elements; the largest difference, "
             f"{_magnitude(diff.max().item())}, is at index {index}")
+
+
+def _direction(actual: torch.Tensor, expected: torch.Tensor) -> str:
+    """For a single number: whether it is smaller or larger than expected (a hint, not the value)."""
+    if actual.numel() != 1 or actual.isnan().any() or expected.isnan().any():
+        return ""
+    return f" (yours is {'smaller' if actual.item() < expected.item() else 'larger'})"
 
 
 def _magnitude(x: float) -> str:
@@ -55,7 +62,7 @@ def check_close(actual, expected, name: str = "your result", hint: str | None = 
     bad = ~torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
     if bad.any():
         diff = torch.where(bad, (a - e).abs().nan_to_num(nan=float("inf")), torch.zeros_like(a))
-        raise AssertionError(f"{name} differs from the reference{_where(diff)}.{tip}")
+        raise AssertionError(f"{name} differs from the reference{_where(diff)}{_direction(a, e)}.{tip}")
     print(f"✓ {name} matches the reference.")
 
 
