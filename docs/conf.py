@@ -17,6 +17,8 @@ copyright = "the course authors, MIT licence"  # noqa: A001 (Sphinx's name)
 
 extensions = ["myst_nb"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
+# Jupyter renders `$$...$$` inside a paragraph (no blank line around it) as display math; so must we.
+myst_dmath_double_inline = True
 
 # Never execute a notebook: the site shows the outputs committed with it.
 nb_execution_mode = "off"

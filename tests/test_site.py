@@ -10,7 +10,8 @@ Each page must show every figure decoded (``naturalWidth > 0``) and, where it ha
 every one typeset by the bundled MathJax with no raw ``$...$`` or ``\\(...\\)`` left. Lesson
 pages must offer the Colab link and the ``.ipynb`` download; the sidebar lists the pages in
 lesson order; search finds a lesson; no solution is published. One screenshot per page type
-is saved in the test's temporary folder and its path printed (``pytest -s``).
+is saved in the test's temporary folder (or ``COURSE_SCREENSHOTS``) and its path printed
+(``pytest -s``).
 
 Without a Chromium the browser tests are skipped (fail instead when ``CI`` is set); set
 ``COURSE_CHROMIUM=/path/to/chromium`` to use another build.
@@ -110,6 +111,13 @@ def browser():
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
+    """Where the screenshots go: ``COURSE_SCREENSHOTS`` if set (kept), else the test's tmp folder."""
+    if os.environ.get("COURSE_SCREENSHOTS"):
+        folder = Path(os.environ["COURSE_SCREENSHOTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+        return folder
     return tmp_path_factory.mktemp("site-screenshots")
 
 
