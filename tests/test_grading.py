@@ -130,6 +130,7 @@ def test_reasons_name_what_happened(graded):
     assert "ran out of time" in reasons["infinite_loop"]
     assert "allocate" in reasons["memory_bomb"]
     assert "ran out of memory" in reasons["wall_memory"]
+    assert "into its folder and was stopped" in reasons["wall_disk_fill"]
     assert "sandbox does not allow open" in reasons["read_labels_from_disk"]
     assert "syntax error" in reasons["syntax_error"]
     assert "wrong architecture" in reasons["wrong_architecture"]

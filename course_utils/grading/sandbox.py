@@ -32,6 +32,7 @@ PACKAGE_DIR = Path(course_utils.__file__).resolve().parent
 CHILD = "course_utils.grading.child"
 MESSAGE_KINDS = ("ready", "setup_error", "denied", "done")
 MAX_MESSAGES, MAX_MESSAGE_BYTES, MAX_PIPE_BYTES, LOG_TAIL = 64, 2048, 256 * 1024, 4000
+MAX_WORK_BYTES, MAX_WORK_ENTRIES, DISK_CHECK_EVERY = 2 * 2**30, 20_000, 2.0  # the child's folder
 SANDBOX_HOME, SANDBOX_INPUTS = "/sandbox/work", "/sandbox/inputs"
 
 
@@ -254,6 +255,7 @@ class ChildRun:
     ready: bool = False
     overran: bool = False
     oom: bool = False
+    disk: bool = False
     returncode: int | None = None
     log: str = ""
     seconds: float = 0.0
@@ -323,7 +325,7 @@ def run_child(work: Path, inputs: Path, threads: int, memory_mb: int, startup_li
     if registry is not None:
         registry.add(proc)
     try:
-        _supervise(proc, run, startup_limit, time_limit)
+        _supervise(proc, run, startup_limit, time_limit, work)
     finally:
         _kill(proc)
         run.oom = cgroup.oom_killed()
@@ -376,10 +378,28 @@ class _Pipes:
         return False
 
 
-def _supervise(proc: subprocess.Popen, run: ChildRun, startup_limit: float, time_limit: float) -> None:
+def over_disk_quota(folder: Path) -> bool:
+    """True once the child's folder holds more than ``MAX_WORK_BYTES`` or ``MAX_WORK_ENTRIES``:
+    a disk filled by one student would stop the grader (and everyone else) from writing."""
+    total = entries = 0
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            entries += 1
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+            if entries > MAX_WORK_ENTRIES or total > MAX_WORK_BYTES:
+                return True
+    return False
+
+
+def _supervise(proc: subprocess.Popen, run: ChildRun, startup_limit: float, time_limit: float,
+               work: Path | None = None) -> None:
     """Read both pipes until the child ends (plus one second for what it left behind) or its
     deadline passes: ``startup_limit`` until ``ready``, then ``time_limit``."""
     pipes, deadline, exited_at = _Pipes(proc, run), time.monotonic() + startup_limit, None
+    next_disk_check = time.monotonic() + DISK_CHECK_EVERY
     try:
         while pipes.open and (exited_at is None or time.monotonic() - exited_at < 1.0):
             if exited_at is None and proc.poll() is not None:
@@ -387,6 +407,11 @@ def _supervise(proc: subprocess.Popen, run: ChildRun, startup_limit: float, time
             if time.monotonic() >= deadline:
                 run.overran = True
                 return
+            if work is not None and time.monotonic() >= next_disk_check:
+                next_disk_check = time.monotonic() + DISK_CHECK_EVERY
+                if over_disk_quota(work):
+                    run.disk = True
+                    return
             ready, _, _ = select.select(list(pipes.open), [], [], min(deadline - time.monotonic(), 0.2))
             for fd in ready:
                 if pipes.read(fd):

@@ -84,6 +84,9 @@ def _output(run: sandbox.ChildRun, work: Path, task: str, limit: float, memory_m
     if not run.ready:
         why = "did not start in time" if run.overran else f"failed to start: {run.log.strip()[-300:]!r}"
         raise sandbox.GraderError(f"the grading child {why} (before any student code ran)")
+    if run.disk:
+        gb, n = sandbox.MAX_WORK_BYTES / 2**30, sandbox.MAX_WORK_ENTRIES
+        return f"{task} wrote more than {gb:.0f} GB or {n:,} files into its folder and was stopped"
     if run.overran:
         return f"{task} ran out of time ({limit:.0f} s, its definitions included)"
     data = sandbox.read_regular(work / "out.safetensors", MAX_OUTPUT_BYTES)

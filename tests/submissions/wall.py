@@ -228,7 +228,16 @@ WORK_FOLDER_TRAPS = """def train_hard_pseudo(x_labeled, y_labeled, x_unlabeled, 
     return new_model()
 """
 
+DISK_FILL = """def train_hard_pseudo(x_labeled, y_labeled, x_unlabeled, seed=0):
+    block = b"x" * 2**26
+    for i in range(1000):  # 64 GB in files of 64 MB, each under the file-size limit
+        with open(f"fill_{i}", "wb") as f:
+            f.write(block)
+    return new_model()
+"""
+
 CASES = {
+    "wall_disk_fill": ([HEAD, PL_OK, DISK_FILL, ANSWER], (0, 1, 0)),
     "output_symlink": ([HEAD, PL_OK, HOOK_OFF, OUTPUT_LINK, ANSWER], (0, 1, 0)),
     "huge_output": ([HEAD, PL_OK, HUGE_OUTPUT, ANSWER], (0, 1, 0)),
     "pseudo_label_leaves_eval": ([HEAD, UNTRAINED, PL_LEAVES_EVAL, ANSWER], (0, 0, 0)),
