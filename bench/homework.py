@@ -68,12 +68,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_utils.data import STATS
+from course_utils.grading import extract
 from course_utils.homework import labeled_split, load_split, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,14 +83,6 @@ COMMON = ("baseline", "hard pseudo")  # the stages both (a) and (b) have
 
 
 # ---------------------------------------------------------------- (b) the reference, from the notebook
-def _is_constant(node: ast.AST) -> bool:
-    try:
-        ast.literal_eval(node)
-        return True
-    except ValueError:
-        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "pick"
-
-
 def parse_setting(text: str) -> tuple[str, str, object]:
     """``"train_hard_pseudo.rounds=5"`` -> ("train_hard_pseudo", "rounds", 5); VALUE is a Python literal."""
     target, sep, value = text.partition("=")
@@ -120,19 +112,15 @@ def _apply_setting(function: ast.FunctionDef, name: str, value) -> int:
 
 
 def load_reference(path: Path = NOTEBOOK, settings: tuple = ()) -> dict:
-    """Execute the notebook's top-level imports, constants and definitions; return the namespace.
+    """Execute what the grader keeps of the notebook (``course_utils.grading.extract``: imports,
+    constants, definitions); return the namespace.
 
     ``settings``: (function, name, value) triples applied with ``_apply_setting`` first.
     """
-    keep = []
-    for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type != "code":
-            continue
-        for node in ast.parse(cell.source).body:
-            if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)) or (
-                    isinstance(node, ast.Assign) and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name) and _is_constant(node.value)):
-                keep.append(node)
+    source, problems, _, review = extract(path)
+    if problems or review:
+        raise SystemExit(f"the grader would not keep all of {path.name}: {problems or review}")
+    keep = ast.parse(source).body
     functions = {n.name: n for n in keep if isinstance(n, ast.FunctionDef)}
     for function, name, value in settings:
         if function not in functions or not _apply_setting(functions[function], name, value):
