@@ -71,13 +71,13 @@ from pathlib import Path
 import nbformat
 
 from course_utils.homework import ANSWER_MARK
+from course_utils.homework import ANSWER_PLACEHOLDER as PLACEHOLDER
 from course_utils.runtime import atomic_write
 from tools import catalogue
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
 HINT = "# Hint:"
-PLACEHOLDER = "_Write your answer here, below the first line (keep that line exactly as it is)._"
 TITLE_SUFFIX = re.compile(r"\s*\((reference )?solution\)\s*$")
 EXERCISE = re.compile(r"^(?:#+\s.*?\b|\*\*)(Task|Exercise) (\d+)\b", re.M)
 HEADING = re.compile(r"^#+\s", re.M)
