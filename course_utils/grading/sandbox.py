@@ -155,10 +155,6 @@ class Cgroup:
                 continue
             self.dirs.append(d)
 
-    @property
-    def limits_memory(self) -> bool:
-        return any((d / "memory.max").exists() or (d / "memory.limit_in_bytes").exists() for d in self.dirs)
-
     def oom_killed(self) -> bool:
         for d in self.dirs:
             for fname, key in (("memory.events", "oom_kill"), ("memory.oom_control", "oom_kill")):
@@ -258,7 +254,6 @@ class ChildRun:
     disk: bool = False
     returncode: int | None = None
     log: str = ""
-    seconds: float = 0.0
 
 
 def sandbox_available() -> str | None:
@@ -315,7 +310,7 @@ def run_child(work: Path, inputs: Path, threads: int, memory_mb: int, startup_li
     cgroup = Cgroup(memory_mb)
     env["CG_PROCS"] = " ".join(str(d / "cgroup.procs") for d in cgroup.dirs)
     wrapper = ["/bin/sh", "-c", 'for f in $CG_PROCS; do echo $$ > "$f" || exit 97; done; exec "$@"', "sh"]
-    run, start = ChildRun(), time.monotonic()
+    run = ChildRun()
     try:
         proc = subprocess.Popen(wrapper + cmd, cwd=str(work), env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -332,7 +327,7 @@ def run_child(work: Path, inputs: Path, threads: int, memory_mb: int, startup_li
         cgroup.close()
         if registry is not None:
             registry.discard(proc)
-        run.seconds, run.returncode = time.monotonic() - start, proc.returncode
+        run.returncode = proc.returncode
     return run
 
 
