@@ -62,14 +62,13 @@ def sandbox_overhead(repeats: int, dataset: str) -> None:
     """Median start-up time of a child with and without bubblewrap."""
     s = cli.make_settings(dataset, SEED, None, None, 60, 3000, 1, 1, True, 120, ())
     inputs = submission.secret.inputs_dir(dataset, SEED)
-    times = {}
-    for sandboxed in (True, False):
-        runs = []
-        for _ in range(repeats):
+    runs = {True: [], False: []}
+    for _ in range(repeats):  # interleaved, so a change in the machine's load hits both alike
+        for sandboxed in (True, False):
             start = time.monotonic()
             run_task("\n", "probe", replace(s, sandbox=sandboxed), inputs)
-            runs.append(time.monotonic() - start)
-        times[sandboxed] = statistics.median(runs)
+            runs[sandboxed].append(time.monotonic() - start)
+    times = {k: statistics.median(v) for k, v in runs.items()}
     diff = times[True] - times[False]
     print(
         f"child start-up, median of {repeats}: sandboxed {times[True]:.2f} s, without {times[False]:.2f} s; "
