@@ -1,0 +1,1 @@
+"""Benchmarks that print measurements (never timed tests); run as ``python -m bench.<name>``."""
