@@ -301,7 +301,8 @@ class _BestEpoch:
 def _plot_row(plot, row: dict) -> None:
     """Send one epoch's numbers to the live plot (curves that exist only)."""
     names = {"loss": "train_loss", "val_loss": "val_loss", "acc": "train_acc", "val_acc": "val_acc"}
-    plot.update({name: row[key] for name, key in names.items() if row[key] is not None})
+    logs = {name: row[key] for name, key in names.items() if row[key] is not None}
+    plot.update(logs, current_step=row["epoch"])  # epochs count from 1, as in fit's history
     plot.send()
 
 

@@ -92,9 +92,16 @@ def test_live_plot_draws(small, monkeypatch):
     matplotlib.use("Agg")
     tr, va = small
     model = make()
+    steps = []
+    plot = train._live_plot()
+    real_update = plot.update
+    monkeypatch.setattr(plot, "update", lambda logs, current_step=None: steps.append(current_step)
+                        or real_update(logs, current_step=current_step))
+    monkeypatch.setattr(train, "_live_plot", lambda: plot)
     hist = train.fit(model, tr, torch.optim.Adam(model.parameters()), 2, val_data=va, live_plot=True,
                      progress=False)
     assert len(hist["val_loss"]) == 2
+    assert steps == hist["epoch"] == [1, 2]  # the plot's epochs are fit's epochs, counted from 1
 
 
 def test_predict_and_per_class_accuracy(small):
