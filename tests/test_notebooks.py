@@ -15,6 +15,7 @@ import types
 import nbformat
 import pytest
 
+from course_utils.check_env import colab_spec
 from tools.catalogue import ROOT, all_notebooks, is_student_copy
 
 NOTEBOOKS = all_notebooks()
@@ -98,6 +99,7 @@ def test_colab_install_only_in_colab(path, monkeypatch):
     assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
     spec = cmd[-1]
     assert spec.startswith("course_utils") and f"github.com/{REPO}" in spec
+    assert spec == colab_spec(), "the Colab cell installs what the lessons import (check_env.colab_spec)"
     assert not any(re.match(r"(torch|torchvision|numpy)\b", a) for a in cmd), "pin nothing Colab has"
 
 
