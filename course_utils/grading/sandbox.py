@@ -114,6 +114,7 @@ def bwrap_args(work: Path, inputs: Path, env: dict, masked: list[Path]) -> list[
         if _inside(home, roots + [Path("/usr")]) and home.exists():
             args += ["--tmpfs", str(home)] if home.is_dir() else ["--ro-bind", "/dev/null", str(home)]
     args += ["--ro-bind", str(inputs), SANDBOX_INPUTS, "--bind", str(work), SANDBOX_HOME]
+    args += ["--remount-ro", "/"]  # the sandbox's own root (folders bwrap made for the mounts) too
     return args + [a for key, value in env.items() for a in ("--setenv", key, value)]
 
 
