@@ -48,9 +48,10 @@ what to run first; it is tagged ``raises-exception`` only. Anything else stops t
 
 What else changes in the student copy:
 
-- Outputs: every cell keeps its outputs and execution count from the solution's (full-settings)
-  run, except the exercise cells and the ``needs`` cells, which get none (they would show the
-  answer's results). Cell metadata other than tags is dropped.
+- Outputs: every cell keeps its execution count and its outputs from the solution's
+  (full-settings) run, so the copy reads as one top-to-bottom run; the exercise cells and the
+  ``needs`` cells keep their count but no outputs (those would show the answer's results).
+  Cell metadata other than tags is dropped.
 - The title loses " (solution)" / " (reference solution)"; every link to the solution (the Colab
   badge) points at the student copy; the first markdown cell starts with a comment naming the
   source to edit.
@@ -280,9 +281,9 @@ def _code_cell(cell, i: int, state: _State, where: str):
         tags.append(EXERCISE_TAG)
     if tags:
         new.metadata["tags"] = tags
+    new.execution_count = cell.get("execution_count")  # the copy reads as one top-to-bottom run
     if RAISES not in tags and EXERCISE_TAG not in tags:
         new.outputs = cell.get("outputs", [])
-        new.execution_count = cell.get("execution_count")
     return new
 
 
