@@ -18,12 +18,16 @@ What is saved besides the outputs:
 - Notebook metadata in the form JupyterLab writes (kernelspec "Python 3 (ipykernel)"), so that
   opening and saving a notebook in JupyterLab makes no diff.
 
+A full run also exports the figures the notebook passes to ``course_utils.figures.save_figure``
+into ``figures/`` (``COURSE_FIGURES``); a smoke run exports nothing.
+
 Each notebook is written atomically; its wall time is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import os
 import sys
@@ -88,20 +92,36 @@ def clean(nb) -> None:
         cell.outputs = outputs
 
 
-def run(path: Path, smoke: bool, timeout: int) -> float:
-    """Execute ``path`` in place (smoke or full settings), clean it, write it; return the seconds."""
-    nb = nbformat.read(path, as_version=4)
-    env_before = os.environ.get("COURSE_SMOKE")
-    os.environ["COURSE_SMOKE"] = "1" if smoke else "0"
-    start = time.perf_counter()
+def _set_env(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@contextlib.contextmanager
+def environment(**values: str | None):
+    """Set (or, for None, unset) environment variables for the kernel, then restore them."""
+    before = {key: os.environ.get(key) for key in values}
+    _set_env(values)
     try:
+        yield
+    finally:
+        _set_env(before)
+
+
+def run(path: Path, smoke: bool, timeout: int) -> float:
+    """Execute ``path`` in place (smoke or full settings), clean it, write it; return the seconds.
+
+    A full run also exports the notebook's ``save_figure`` figures into ``figures/``.
+    """
+    nb = nbformat.read(path, as_version=4)
+    figures = None if smoke else str(catalogue.ROOT / "figures")
+    start = time.perf_counter()
+    with environment(COURSE_SMOKE="1" if smoke else "0", COURSE_FIGURES=figures):
         NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        if env_before is None:
-            os.environ.pop("COURSE_SMOKE", None)
-        else:
-            os.environ["COURSE_SMOKE"] = env_before
     elapsed = time.perf_counter() - start
     clean(nb)
     nbformat.validate(nb)
