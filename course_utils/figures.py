@@ -30,7 +30,8 @@ def save_figure(fig, name: str, caption: str) -> list[Path]:
     when export is off). Each file is written whole (temp file, then rename).
     """
     if not NAME.match(name):
-        raise ValueError(f"figure name {name!r}: use the lesson number then snake_case, e.g. '03_activation_stats'")
+        raise ValueError(f"figure name {name!r}: use the lesson's number, then snake_case "
+                         "(e.g. '03_activation_stats')")
     if not caption.strip():
         raise ValueError(f"figure {name!r}: give a one-line caption saying what it shows")
     folder = os.environ.get(FIGURES_ENV, "").strip()
@@ -39,7 +40,7 @@ def save_figure(fig, name: str, caption: str) -> list[Path]:
     written = []
     for fmt in FORMATS:
         buffer = io.BytesIO()
-        meta = {"Date": None} if fmt == "svg" else {}  # no timestamp: a re-run that changes nothing diffs clean
+        meta = {"Date": None} if fmt == "svg" else {}  # no timestamp: an unchanged figure diffs clean
         fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight", metadata=meta)
         written.append(atomic_write(Path(folder) / f"{name}.{fmt}", buffer.getvalue()))
     return written
