@@ -92,39 +92,54 @@ class MarkerError(ValueError):
     """A malformed solution marker or an exercise whose result leaks into later cells."""
 
 
+def _blocks(source: str, markers: tuple[str, str], where: str):
+    """Yield ``(n, line, opens)`` for each line outside a solution block and each block's BEGIN line.
+
+    The one parser of both kinds of block (``markers`` is the BEGIN/END pair of the cell's kind):
+    lines inside a block and END lines are skipped; a malformed, nested, stray or unclosed marker
+    raises ``MarkerError`` naming ``where`` and the line.
+    """
+    begin, end = markers
+    open_line = None
+    for n, line in enumerate(source.split("\n"), 1):
+        marker = line.strip()
+        _check_marker_line(marker, markers, f"{where}, line {n}")
+        if marker == begin:
+            if open_line is not None:
+                raise MarkerError(f"{where}, line {n}: {begin!r} inside the block opened on line {open_line}"
+                                  f" (blocks do not nest)")
+            open_line = n
+            yield n, line, True
+        elif marker == end:
+            if open_line is None:
+                raise MarkerError(f"{where}, line {n}: {end!r} without a {begin!r} above it")
+            open_line = None
+        elif open_line is None:
+            yield n, line, False
+    if open_line is not None:
+        raise MarkerError(f"{where}, line {open_line}: {begin!r} is never closed by {end!r}")
+
+
 def strip_code(source: str, label: str | None, where: str = "cell") -> str:
     """Replace each solution block of a code cell by its hint line and a ``raise NotImplementedError``.
 
     ``label`` is e.g. ``"Exercise 3"`` (None: no exercise heading above, so a block is an error);
     ``where`` names the cell in error messages.
     """
-    out, begin_line = [], None
-    lines = source.split("\n")
-    for n, line in enumerate(lines, 1):
-        marker = line.strip()
-        _check_marker_line(marker, (BEGIN, END), f"{where}, line {n}")
-        if marker == BEGIN:
-            if begin_line is not None:
-                raise MarkerError(f"{where}, line {n}: {BEGIN!r} inside the block opened on line {begin_line}"
-                                  f" (blocks do not nest)")
-            if label is None:
-                raise MarkerError(f"{where}, line {n}: a solution block before any 'Exercise N' or "
-                                  f"'Task N' heading")
-            hint = lines[n].strip() if n < len(lines) else ""
-            if not hint.startswith(HINT) or not hint[len(HINT):].strip():
-                raise MarkerError(f"{where}, line {n + 1}: the first line of a solution block must be "
-                                  f"'{HINT} <what to write>'")
-            indent = line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}{hint}", indent + STUB.format(label=label)]
-            begin_line = n
-        elif marker == END:
-            if begin_line is None:
-                raise MarkerError(f"{where}, line {n}: {END!r} without a {BEGIN!r} above it")
-            begin_line = None
-        elif begin_line is None:
+    out, lines = [], source.split("\n")
+    for n, line, opens in _blocks(source, (BEGIN, END), where):
+        if not opens:
             out.append(line)
-    if begin_line is not None:
-        raise MarkerError(f"{where}, line {begin_line}: {BEGIN!r} is never closed by {END!r}")
+            continue
+        if label is None:
+            raise MarkerError(f"{where}, line {n}: a solution block before any 'Exercise N' or "
+                              f"'Task N' heading")
+        hint = lines[n].strip() if n < len(lines) else ""
+        if not hint.startswith(HINT) or not hint[len(HINT):].strip():
+            raise MarkerError(f"{where}, line {n + 1}: the first line of a solution block must be "
+                              f"'{HINT} <what to write>'")
+        indent = line[: len(line) - len(line.lstrip())]
+        out += [f"{indent}{hint}", indent + STUB.format(label=label)]
     return "\n".join(out)
 
 
@@ -144,23 +159,7 @@ def strip_markdown(source: str, links: dict[str, str], where: str = "cell") -> s
     """Drop markdown solution blocks, fill the answer cell with a placeholder, fix links and the title."""
     if source.split("\n", 1)[0].strip() == ANSWER_MARK:
         return f"{ANSWER_MARK}\n\n{PLACEHOLDER}"
-    out, begin_line = [], None
-    for n, line in enumerate(source.split("\n"), 1):
-        marker = line.strip()
-        _check_marker_line(marker, (MD_BEGIN, MD_END), f"{where}, line {n}")
-        if marker == MD_BEGIN:
-            if begin_line is not None:
-                raise MarkerError(f"{where}, line {n}: {MD_BEGIN!r} inside the block opened on line "
-                                  f"{begin_line} (blocks do not nest)")
-            begin_line = n
-        elif marker == MD_END:
-            if begin_line is None:
-                raise MarkerError(f"{where}, line {n}: {MD_END!r} without a {MD_BEGIN!r} above it")
-            begin_line = None
-        elif begin_line is None:
-            out.append(line)
-    if begin_line is not None:
-        raise MarkerError(f"{where}, line {begin_line}: {MD_BEGIN!r} is never closed by {MD_END!r}")
+    out = [line for _, line, opens in _blocks(source, (MD_BEGIN, MD_END), where) if not opens]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(out))
     for old, new in links.items():
         text = text.replace(old, new)
