@@ -12,6 +12,9 @@
         --set train_hard_pseudo.steps=300 --datasets mnist-5k          # 5 x 300 instead of 7 x 200
     python bench/homework.py --reference-only --stages hard --set train_hard_pseudo.augment_pseudo=True
     python bench/homework.py --reference-only --stages soft --set train_soft_pseudo.augment_pseudo=False
+    # beyond the homework: FixMatch (course_utils.consistency) beside the reference's stages
+    python bench/homework.py --reference-only --stages baseline,hard,soft,fixmatch --datasets mnist-5k
+    python bench/homework.py --reference-only --stages fixmatch --set fixmatch.threshold=0.9
 
 Both run in this process on the same data: the same 100 labeled images (``labeled_split``),
 the rest of the training split as the unlabeled pool, and the test split, measured by the same
@@ -38,11 +41,15 @@ batched evaluation (not timed).
     taken from ``notebooks/solutions/06_pseudo_labeling_solution.ipynb`` at run time (top-level
     imports, constants and definitions parsed with ``ast``, as the grader does), so the notebook
     stays the single source. Its hard and soft stages each train their own baseline inside.
+    The optional stage ``fixmatch`` is not the homework's: ``course_utils.consistency.train_fixmatch``
+    (FixMatch, the solution's "going further" section) on a fresh ``new_model()`` seeded like the
+    baseline, on the same labeled and unlabeled images; it is reported beside (b).
 
 ``--set FUNCTION.NAME=VALUE`` changes one literal in a reference function before it runs: the value
 assigned to the local variable NAME (also inside ``a, b = 1, 2``) or passed as keyword NAME in a call.
 A NAME the function does not have stops the run (so a renamed variable cannot silently measure
-the default). ``--reference-only`` skips (a); ``--stages`` runs only some of (b)'s stages (the hard
+the default). ``--set fixmatch.NAME=VALUE`` changes a field of ``FixMatchConfig`` instead.
+``--reference-only`` skips (a); ``--stages`` runs only some of (b)'s stages (the hard
 and soft stages train their own baseline either way). The settings are saved with each run.
 
 For each dataset and seed: accuracy and wall time of each stage, then mean ± std over seeds.
@@ -66,15 +73,17 @@ import json
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils.consistency import FixMatchConfig, train_fixmatch
 from course_utils.data import STATS
 from course_utils.grading import extract
-from course_utils.homework import labeled_split, load_split, prepare
+from course_utils.homework import labeled_split, load_split, new_model, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "solutions" / "06_pseudo_labeling_solution.ipynb"
@@ -122,7 +131,7 @@ def load_reference(path: Path = NOTEBOOK, settings: tuple = ()) -> dict:
         raise SystemExit(f"the grader would not keep all of {path.name}: {problems or review}")
     keep = ast.parse(source).body
     functions = {n.name: n for n in keep if isinstance(n, ast.FunctionDef)}
-    for function, name, value in settings:
+    for function, name, value in [s for s in settings if s[0] != FIXMATCH]:
         if function not in functions or not _apply_setting(functions[function], name, value):
             raise SystemExit(f"--set {function}.{name}: no literal {name!r} in the reference's {function}()")
     namespace: dict = {"__name__": "homework_reference"}
@@ -222,15 +231,33 @@ def run_seed_protocol(train_ds, lab_idx, unlab_idx, seed, baseline_epochs, itera
     return out
 
 
-STAGES = {"baseline": "baseline", "hard": "hard pseudo", "soft": "soft pseudo"}
+STAGES = {"baseline": "baseline", "hard": "hard pseudo", "soft": "soft pseudo", "fixmatch": "fixmatch"}
+FIXMATCH = "fixmatch"  # --set fixmatch.NAME=VALUE: a FixMatchConfig field, not a notebook literal
 
 
-def run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate, stages=tuple(STAGES)):
-    """(b): returns {stage: (accuracy, seconds)} for the chosen of baseline, hard and soft pseudo-labels."""
+def fixmatch_config(settings) -> FixMatchConfig:
+    """``FixMatchConfig`` with the ``fixmatch.NAME=VALUE`` settings; an unknown NAME stops the run."""
+    try:
+        return FixMatchConfig.with_settings(**{n: v for f, n, v in settings if f == FIXMATCH})
+    except ValueError as error:
+        raise SystemExit(f"--set {FIXMATCH}.NAME: {error}") from None
+
+
+def fixmatch(x_lab, y_lab, x_unlab, seed=0, config=None):
+    """FixMatch on a fresh ``new_model()``, its weights seeded as the reference's baseline seeds them."""
+    torch.manual_seed(seed)
+    return train_fixmatch(new_model(), x_lab, y_lab, x_unlab, seed=seed, config=config)
+
+
+def run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate, stages=("baseline", "hard", "soft"),
+                  config: FixMatchConfig | None = None):
+    """(b): returns {stage: (accuracy, seconds)} for the chosen of baseline, hard and soft
+    pseudo-labels, and FixMatch with ``config``."""
     out = {}
     for stage, fn, args in (("baseline", ref["train_baseline"], (x_lab, y_lab)),
                             ("hard pseudo", ref["train_hard_pseudo"], (x_lab, y_lab, x_unlab)),
-                            ("soft pseudo", ref["train_soft_pseudo"], (x_lab, y_lab, x_unlab))):
+                            ("soft pseudo", ref["train_soft_pseudo"], (x_lab, y_lab, x_unlab)),
+                            ("fixmatch", partial(fixmatch, config=config), (x_lab, y_lab, x_unlab))):
         if stage not in [STAGES[s] for s in stages]:
             continue
         start = time.perf_counter()
@@ -262,8 +289,9 @@ def report(records: list[dict]) -> None:
         print(f"\n{dataset}: mean ± std over seeds {seeds}; accuracy in %, time in s"
               + ("  [REDUCED protocol for (a)]" if any(r["reduced"] for r in runs) else "")
               + (f"  [reference with {', '.join(settings)}]" if settings else ""))
-        for stage in ("baseline", "hard pseudo", "soft pseudo"):
-            for who, name in (("a", "seed protocol"), ("b", "reference")):
+        for stage in STAGES.values():
+            b_name = "consistency" if stage == "fixmatch" else "reference"
+            for who, name in (("a", "seed protocol"), ("b", b_name)):
                 if stage in runs[0].get(who, {}):
                     accs = [r[who][stage][0] for r in runs]
                     secs = [r[who][stage][1] for r in runs]
@@ -300,7 +328,8 @@ def main(argv=None) -> int:
                         metavar="FUNCTION.NAME=VALUE", help="change one literal in a reference function")
     parser.add_argument("--reference-only", action="store_true", help="skip (a), the seed's protocol")
     parser.add_argument("--stages", default="baseline,hard,soft",
-                        help="(b)'s stages to run, from baseline, hard, soft (default: %(default)s)")
+                        help="(b)'s stages to run, from baseline, hard, soft, fixmatch "
+                        "(default: %(default)s)")
     parser.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="FILE",
                         help="run nothing: report the runs saved in these files")
     args = parser.parse_args(argv)
@@ -321,6 +350,7 @@ def main(argv=None) -> int:
     if not set(stages) <= set(STAGES):
         parser.error(f"--stages takes {', '.join(STAGES)}; got {args.stages!r}")
     ref = load_reference(settings=args.settings)
+    config = fixmatch_config(args.settings)
     settings = [f"{f}.{n}={v!r}" for f, n, v in args.settings]
     records = []
     for dataset in datasets:
@@ -343,11 +373,11 @@ def main(argv=None) -> int:
                 if not args.reference_only:
                     record["a"] = run_seed_protocol(train_ds, lab_idx, unlab_idx, seed, args.baseline_epochs,
                                                     args.pseudo_iterations, evaluate)
-                record["b"] = run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate, stages)
+                record["b"] = run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate, stages, config)
                 for who in [w for w in ("a", "b") if w in record]:
-                    stages = ", ".join(f"{stage} {acc:.2f}% in {sec:.1f}s"
-                                       for stage, (acc, sec) in record[who].items())
-                    print(f"seed {seed} ({who}) {stages}", flush=True)
+                    line = ", ".join(f"{stage} {acc:.2f}% in {sec:.1f}s"
+                                     for stage, (acc, sec) in record[who].items())
+                    print(f"seed {seed} ({who}) {line}", flush=True)
                 records.append(record)
                 if args.save:
                     with args.save.open("a") as f:

@@ -42,3 +42,44 @@ def test_load_reference_applies_settings_to_the_notebooks_functions():
         homework.load_reference(settings=[("train_hard_pseudo", "nope", 1)])
     with pytest.raises(SystemExit, match="no literal 'rounds' in the reference's no_such_function"):
         homework.load_reference(settings=[("no_such_function", "rounds", 1)])
+
+
+def test_fixmatch_stage_takes_its_settings_and_the_same_data(monkeypatch):
+    settings = [("fixmatch", "threshold", 0.9), ("train_hard_pseudo", "rounds", 5)]
+    config = homework.fixmatch_config(settings)
+    assert config.threshold == 0.9 and config.steps == homework.FixMatchConfig().steps
+    homework.load_reference(settings=[("fixmatch", "threshold", 0.9)])  # not a notebook literal: no stop
+    with pytest.raises(SystemExit, match="no setting tau"):
+        homework.fixmatch_config([("fixmatch", "tau", 0.9)])
+    seen = {}
+
+    def fake_fixmatch(model, x_lab, y_lab, x_unlab, seed, config):
+        seen.update(model=type(model).__name__, labeled=len(x_lab), unlabeled=len(x_unlab), seed=seed,
+                    config=config)
+        return model.eval()
+
+    monkeypatch.setattr(homework, "train_fixmatch", fake_fixmatch)
+    ref = dict.fromkeys(["train_baseline", "train_hard_pseudo", "train_soft_pseudo"])  # not run
+    x, y, x_unlab = torch.zeros(10, 1, 28, 28), torch.arange(10), torch.zeros(30, 1, 28, 28)
+    out = homework.run_reference(ref, x, y, x_unlab, seed=3, evaluate=lambda model: 42.0,
+                                 stages=["fixmatch"], config=config)
+    assert list(out) == ["fixmatch"] and out["fixmatch"][0] == 42.0
+    assert seen == {"model": "SmallCNN", "labeled": 10, "unlabeled": 30, "seed": 3, "config": config}
+
+
+def test_every_seed_runs_the_chosen_stages(monkeypatch, tmp_path, capsys):
+    calls = []
+
+    def fake_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate, stages, config):
+        calls.append((seed, list(stages), len(x_lab)))
+        return {"hard pseudo": (90.0 + seed, 1.0)}
+
+    monkeypatch.setattr(homework, "run_reference", fake_reference)
+    monkeypatch.setattr(homework, "load_reference", lambda settings: {})
+    monkeypatch.setattr(homework, "torchvision_datasets", lambda root, data, dataset: None)
+    saved = tmp_path / "runs.jsonl"
+    homework.main(["--reference-only", "--stages", "hard", "--seeds", "3", "--datasets", "mnist-5k",
+                   "--save", str(saved)])
+    assert calls == [(0, ["hard"], 100), (1, ["hard"], 100), (2, ["hard"], 100)]
+    assert "hard pseudo (b) reference     acc   91.00 ±  1.00" in capsys.readouterr().out
+    assert len(saved.read_text().splitlines()) == 3
