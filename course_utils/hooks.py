@@ -13,6 +13,9 @@ mislead, so ``diagnose`` runs several.
 
 ``track_updates`` measures what the optimizer actually does to each weight:
 log10(std(update) / std(weight)) after every step (about -3 is healthy).
+
+``dead_units`` counts, per ReLU layer, the units that output 0 for every input seen
+(a "dead" unit passes no gradient back, whatever the input).
 """
 
 from __future__ import annotations
@@ -211,6 +214,53 @@ def diagnose(model: nn.Module, data, n_batches: int = 10, loss_fn=None, layers=N
             loss_fn(model(x.to(device)), y.to(device)).backward()
     model.zero_grad(set_to_none=True)
     return rec
+
+
+def dead_fraction(outputs: torch.Tensor) -> float:
+    """Fraction of units that are 0 for every row of ``outputs`` ([N, *unit_shape], one row
+    per input): a unit is one entry of ``outputs[i]``, e.g. one column of a [N, 128] batch."""
+    if outputs.ndim < 2 or outputs.shape[0] == 0:
+        raise ValueError(f"dead_fraction expects a batch [N, units...] with N >= 1, got shape "
+                         f"{tuple(outputs.shape)}.")
+    return 1.0 - (outputs != 0).flatten(1).any(dim=0).float().mean().item()
+
+
+def dead_units(model: nn.Module, data, n_batches: int = 1, layers=nn.ReLU) -> dict[str, float]:
+    """Per chosen layer (default: every ``nn.ReLU``), the fraction of its units that output
+    exactly 0 for every input of the first ``n_batches`` batches of ``data``.
+
+    Forward passes only, in eval mode and without gradients (the mode is restored after);
+    every hook is removed at the end. A unit counts as dead only if it is 0 on every input
+    of every batch seen, as ``dead_fraction`` would say of the concatenated outputs.
+    """
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be >= 1, got {n_batches}.")
+    chosen = _choose_layers(model, layers)
+    alive: dict[str, torch.Tensor] = {}
+
+    def watch(name):
+        def hook(module, inputs, output):
+            seen = (output.detach() != 0).flatten(1).any(dim=0)
+            alive[name] = seen if name not in alive else alive[name] | seen
+        return hook
+
+    handles = [m.register_forward_hook(watch(n)) for n, m in chosen.items()]
+    device, was_training = model_device(model), model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, (x, _) in enumerate(data):
+                if i == n_batches:
+                    break
+                model(x.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if not alive:
+        raise ValueError("dead_units() saw no batch: the data is empty, or the chosen layers "
+                         "were never called.")
+    return {n: 1.0 - alive[n].float().mean().item() for n in chosen if n in alive}
 
 
 class UpdateTracker:

@@ -9,7 +9,15 @@ from torch import nn
 
 from course_utils import plots
 from course_utils.data import STATS, Batches, to_float
-from course_utils.hooks import SATURATED, diagnose, record, saturation, track_updates
+from course_utils.hooks import (
+    SATURATED,
+    dead_fraction,
+    dead_units,
+    diagnose,
+    record,
+    saturation,
+    track_updates,
+)
 from course_utils.models import mlp
 from course_utils.train import fit
 
@@ -201,3 +209,79 @@ def test_diagnostic_plots_draw_one_line_per_layer(net, batches):
     fig = plots.plot_grad_data_ratios(rec)
     assert len(fig.axes[0].patches) == 4
     matplotlib.pyplot.close(fig)
+
+
+def relu_outputs(net, x):
+    """Every ReLU's output for the batch ``x``, computed layer by layer (the reference)."""
+    outs, h = {}, x
+    with torch.no_grad():
+        for name, layer in net.named_children():
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                outs[name] = h
+    return outs
+
+
+@pytest.fixture
+def relu_net():
+    """A ReLU net with 10 of the 32 first-layer units killed by a large negative bias."""
+    torch.manual_seed(0)
+    model = mlp([784, 32, 32, 32, 10], activation=nn.ReLU)
+    with torch.no_grad():
+        model[1].bias[:10] = -1e4
+    return model
+
+
+def test_dead_fraction_counts_units_not_values():
+    h = torch.tensor([[0.0, 1.0, 0.0, 2.0],
+                      [0.0, 0.0, 0.0, 3.0],
+                      [0.0, 0.0, 5.0, 0.0]])
+    assert dead_fraction(h) == pytest.approx(1 / 4)  # only column 0 is 0 in every row
+    assert (h == 0).float().mean().item() == pytest.approx(8 / 12)  # the share of zero values differs
+    assert dead_fraction(torch.zeros(5, 2, 3)) == 1.0
+    with pytest.raises(ValueError, match="batch"):
+        dead_fraction(torch.zeros(4))
+
+
+def test_dead_units_match_a_direct_computation(relu_net, batches):
+    x, _ = next(iter(batches))
+    ref = relu_outputs(relu_net, x)
+    got = dead_units(relu_net, batches, n_batches=1)
+    assert list(got) == list(ref) == ["2", "4", "6"]
+    for name, h in ref.items():
+        dead = ((h == 0).all(dim=0)).float().mean().item()  # column by column, written out
+        assert got[name] == pytest.approx(dead)
+    assert got["2"] >= 10 / 32  # the units killed by the bias are counted
+    assert no_hooks_left(relu_net)
+
+
+def test_dead_units_pool_batches_and_restore_the_mode(relu_net, batches):
+    data = list(batches)[:3]
+    x = torch.cat([xb for xb, _ in data])
+    ref = relu_outputs(relu_net, x)
+    relu_net.train()
+    got = dead_units(relu_net, data, n_batches=3)
+    assert relu_net.training and no_hooks_left(relu_net)
+    for name, h in ref.items():
+        assert got[name] == pytest.approx(dead_fraction(h))
+    one = dead_units(relu_net, data, n_batches=1)
+    assert all(one[n] >= got[n] for n in got)  # more inputs can only revive units
+    assert dead_units(relu_net, data, layers=["4"]).keys() == {"4"}
+    with pytest.raises(ValueError, match="n_batches"):
+        dead_units(relu_net, data, n_batches=0)
+    with pytest.raises(ValueError, match="no batch"):
+        dead_units(relu_net, [], n_batches=1)
+
+
+def test_a_large_negative_bias_kills_every_unit_and_stops_the_gradient(batches):
+    """The lesson's dead-ReLU finding, as a test: bias -1 on He weights, 8 layers, real images."""
+    torch.manual_seed(0)
+    deep = mlp([784] + [64] * 8 + [10], activation=nn.ReLU)
+    for layer in deep:
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight)
+            nn.init.constant_(layer.bias, -1.0)
+    dead = list(dead_units(deep, batches, n_batches=2).values())
+    assert dead[0] < 0.5 and dead[-1] == 1.0
+    grads = diagnose(deep, batches, n_batches=2).weight_summary()
+    assert grads["1.weight"]["grad_std"] == 0.0
