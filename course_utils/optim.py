@@ -16,7 +16,8 @@ Weight decay: SGD, Adagrad, RMSprop and Adam add it to the gradient as an L2
 penalty (``g + wd * p``); AdamW shrinks the weights directly
 (``p *= 1 - lr * wd``), decoupled from the adaptive scaling.
 
-Also here: ``adam_step`` (one Adam step as a pure function), the mistakes
+Also here: ``ema``, the exponential moving average that momentum and Adam keep (lesson 05,
+momentum as a moving average); ``adam_step`` (one Adam step as a pure function), the mistakes
 students (and published notes) make in it, and ``check_adam_step``, which names
 the mistake it finds; and ``train_side_by_side``, which trains two copies of a
 model with two optimizers to compare them.
@@ -196,6 +197,29 @@ class AdamW(Adam):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+# --- The moving average inside momentum and Adam -------------------------------------
+
+def ema(values: torch.Tensor, beta: float, bias_correction: bool = False) -> torch.Tensor:
+    """Exponential moving average of ``values`` along dim 0, started at 0.
+
+    ``e_t = beta * e_{t-1} + (1 - beta) * values[t-1]`` for ``t = 1..n``, with ``e_0 = 0``;
+    returns ``[e_1, ..., e_n]`` (same shape as ``values``). With ``bias_correction`` each
+    ``e_t`` is divided by ``1 - beta**t``, the total weight it has had so far (Adam's ``m_hat``).
+    Adam's ``exp_avg`` is ``e_t``; SGD's momentum buffer (``dampening=0``) is ``e_t / (1 - beta)``.
+    """
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), e.g. 0.9; got {beta!r}.")
+    values = torch.as_tensor(values)
+    if values.ndim == 0 or len(values) == 0:
+        raise ValueError("ema needs a sequence of at least one value (a tensor of shape [n, ...]).")
+    values = values if values.is_floating_point() else values.double()
+    out, avg = torch.empty_like(values), torch.zeros_like(values[0])
+    for t in range(len(values)):
+        avg = beta * avg + (1 - beta) * values[t]
+        out[t] = avg / (1 - beta ** (t + 1)) if bias_correction else avg
+    return out
 
 
 # --- Adam as a pure function, and the mistakes people make in it ----------------------

@@ -201,3 +201,57 @@ def test_check_adam_step_locates_an_unknown_mistake():
 
     with pytest.raises(AssertionError, match="first differs at step t=1, in the returned param"):
         optim.check_adam_step(sign_flipped)
+
+
+def _gradient_stream(steps=30, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(steps, 5, generator=gen, dtype=torch.float64)
+
+
+def test_ema_is_sgds_momentum_buffer_times_one_minus_beta():
+    grads, mu = _gradient_stream(), 0.9
+    p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    sgd = torch.optim.SGD([p], lr=0.01, momentum=mu)
+    averages = optim.ema(grads, mu)
+    for t, g in enumerate(grads):
+        p.grad = g.clone()
+        sgd.step()
+        buffer = sgd.state[p]["momentum_buffer"]
+        torch.testing.assert_close(buffer * (1 - mu), averages[t], rtol=0, atol=1e-12)
+
+
+def test_ema_is_adams_first_moment_raw_and_corrected():
+    grads, beta1 = _gradient_stream(seed=1), 0.8
+    p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    adam = torch.optim.Adam([p], lr=0.01, betas=(beta1, 0.999))
+    raw, corrected = optim.ema(grads, beta1), optim.ema(grads, beta1, bias_correction=True)
+    for t, g in enumerate(grads, 1):
+        p.grad = g.clone()
+        adam.step()
+        torch.testing.assert_close(adam.state[p]["exp_avg"], raw[t - 1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(adam.state[p]["exp_avg"] / (1 - beta1**t), corrected[t - 1],
+                                   rtol=0, atol=1e-12)
+
+
+def test_ema_of_a_constant_is_biased_low_until_corrected():
+    values = torch.full((50,), 3.0, dtype=torch.float64)
+    raw, corrected = optim.ema(values, 0.9), optim.ema(values, 0.9, bias_correction=True)
+    torch.testing.assert_close(raw, 3.0 * (1 - 0.9 ** torch.arange(1, 51, dtype=torch.float64)))
+    torch.testing.assert_close(corrected, values)
+    assert raw[0] == pytest.approx(0.3)
+
+
+def test_ema_beta_zero_is_the_values_and_integers_are_accepted():
+    values = torch.arange(6)
+    torch.testing.assert_close(optim.ema(values, 0.0), values.double())
+
+
+@pytest.mark.parametrize("beta", [1.0, -0.1, 1.5])
+def test_ema_rejects_beta_outside_0_1(beta):
+    with pytest.raises(ValueError, match="beta must be in"):
+        optim.ema(torch.ones(3), beta)
+
+
+def test_ema_rejects_an_empty_sequence():
+    with pytest.raises(ValueError, match="at least one value"):
+        optim.ema(torch.ones(0), 0.5)
