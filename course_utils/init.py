@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 GAINS = {"linear": 1.0, "conv1d": 1.0, "conv2d": 1.0, "conv3d": 1.0, "conv_transpose1d": 1.0,
          "conv_transpose2d": 1.0, "conv_transpose3d": 1.0, "sigmoid": 1.0, "tanh": 5 / 3,
@@ -127,3 +128,24 @@ def orthogonal_(w: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Ten
         q = q.T
     with torch.no_grad():
         return w.copy_(q.reshape(w.shape)).mul_(gain)
+
+
+def shrink_last_layer_(model: nn.Module, factor: float = 0.1) -> nn.Linear:
+    """Scale the last ``nn.Linear`` of ``model`` by ``factor`` and zero its bias, in place; return it.
+
+    At initialization a classifier knows nothing, so it should give every one of its C classes
+    about the same probability: a cross-entropy of ln C (2.30 for 10 classes). Large logits
+    start it higher, with confident wrong answers that the first steps only undo. Shrinking the
+    last layer (not to 0: ``factor`` must be > 0) makes the logits small and the start honest.
+    """
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0 (a smaller last layer, not a zero one), got {factor}.")
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"shrink_last_layer_ found no nn.Linear in {type(model).__name__}.")
+    last = linears[-1]
+    with torch.no_grad():
+        last.weight.mul_(factor)
+        if last.bias is not None:
+            last.bias.zero_()
+    return last

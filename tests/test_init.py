@@ -164,3 +164,42 @@ def test_xavier_keeps_linear_signal_and_default_shrinks_it(images):
     # nn.Linear's default is U(-1/sqrt(n_in), 1/sqrt(n_in)): Var(w) = 1/(3 n_in), a third per layer.
     per_layer = (default[-1] / default[1]) ** (1 / 28)  # geometric mean over 28 square layers
     assert per_layer == pytest.approx(1 / 3, rel=0.05)
+
+
+def test_shrink_last_layer_scales_only_the_last_linear_in_place():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU(),
+                        nn.Linear(5, 3))
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    params = list(net.parameters())
+    last = init.shrink_last_layer_(net, factor=0.25)
+    assert last is net[5]
+    assert all(a is b for a, b in zip(params, net.parameters()))  # in place: an optimizer still sees them
+    torch.testing.assert_close(net[5].weight, 0.25 * before["5.weight"])
+    assert torch.equal(net[5].bias, torch.zeros(3))
+    for name in ["1.weight", "1.bias", "3.weight", "3.bias"]:
+        assert torch.equal(dict(net.named_parameters())[name], before[name])
+    with pytest.raises(ValueError, match="factor"):
+        init.shrink_last_layer_(net, factor=0.0)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        init.shrink_last_layer_(nn.Sequential(nn.ReLU()))
+
+
+def test_shrink_last_layer_brings_the_initial_loss_to_ln_10(fashion):
+    """A deep ReLU net with a large last layer starts far above ln 10 on real images; shrunk, at it."""
+    images, labels = fashion
+    x = to_float(images[:1000], *STATS["fashion-mnist"]).flatten(1)
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for k in range(6) for m in (nn.Linear(784 if k == 0 else 64, 64), nn.ReLU())],
+                        nn.Linear(64, 10))
+    for m in net:
+        if isinstance(m, nn.Linear):
+            torch_init.kaiming_normal_(m.weight)
+            torch_init.zeros_(m.bias)
+    with torch.no_grad():
+        net[-1].weight.mul_(3.0)  # over-confident: large logits
+        before = nn.functional.cross_entropy(net(x), labels[:1000]).item()
+        init.shrink_last_layer_(net, factor=0.1)
+        after = nn.functional.cross_entropy(net(x), labels[:1000]).item()
+    assert before > math.log(10) + 1.0
+    assert after == pytest.approx(math.log(10), abs=0.03)
