@@ -279,12 +279,16 @@ def mean_std(values: list[float]) -> str:
 
 
 def report(records: list[dict]) -> None:
-    """Mean ± std per dataset and stage, the speedup per dataset, and the final line."""
+    """Mean ± std per dataset and stage, the speedup per dataset, and the final line.
+
+    Runs of one dataset may come from several files with different stages (``--summarize a b``):
+    each row is over the runs that have its stage, and names their seeds if they are not all.
+    """
     total_a = total_b = 0.0
     deltas = []
     for dataset in dict.fromkeys(r["dataset"] for r in records):
         runs = [r for r in records if r["dataset"] == dataset]
-        seeds = sorted(r["seed"] for r in runs)
+        seeds = sorted({r["seed"] for r in runs})
         settings = sorted({s for r in runs for s in r.get("settings", [])})
         print(f"\n{dataset}: mean ± std over seeds {seeds}; accuracy in %, time in s"
               + ("  [REDUCED protocol for (a)]" if any(r["reduced"] for r in runs) else "")
@@ -292,17 +296,21 @@ def report(records: list[dict]) -> None:
         for stage in STAGES.values():
             b_name = "consistency" if stage == "fixmatch" else "reference"
             for who, name in (("a", "seed protocol"), ("b", b_name)):
-                if stage in runs[0].get(who, {}):
-                    accs = [r[who][stage][0] for r in runs]
-                    secs = [r[who][stage][1] for r in runs]
-                    print(f"  {stage:11s} ({who}) {name:13s} acc {mean_std(accs)}  time {mean_std(secs)}")
-            if stage in runs[0].get("a", {}) and stage in runs[0]["b"]:
-                deltas.append(statistics.mean(r["b"][stage][0] for r in runs)
-                              - statistics.mean(r["a"][stage][0] for r in runs))
-        if not all(s in r.get("a", {}) and s in r["b"] for r in runs for s in COMMON):
+                having = [r for r in runs if stage in r.get(who, {})]
+                if having:
+                    accs = [r[who][stage][0] for r in having]
+                    secs = [r[who][stage][1] for r in having]
+                    own = sorted(r["seed"] for r in having)
+                    print(f"  {stage:11s} ({who}) {name:13s} acc {mean_std(accs)}  time {mean_std(secs)}"
+                          + (f"  (seeds {own})" if own != seeds else ""))
+        both = [r for r in runs if all(s in r.get("a", {}) and s in r["b"] for s in COMMON)]
+        if not both:
             continue  # an ablation of (b) alone: no comparison with (a)
-        a = sum(r["a"][s][1] for r in runs for s in COMMON)
-        b = sum(r["b"][s][1] for r in runs for s in COMMON)
+        for stage in COMMON:
+            deltas.append(statistics.mean(r["b"][stage][0] for r in both)
+                          - statistics.mean(r["a"][stage][0] for r in both))
+        a = sum(r["a"][s][1] for r in both for s in COMMON)
+        b = sum(r["b"][s][1] for r in both for s in COMMON)
         print(f"  baseline + hard: (a) {a:.1f}s, (b) {b:.1f}s, speedup {a / b:.2f} on {dataset}")
         total_a, total_b = total_a + a, total_b + b
     if deltas and total_b:

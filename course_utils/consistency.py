@@ -135,7 +135,7 @@ def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor,
 class FixMatchConfig:
     """The settings of ``train_fixmatch`` (``bench/homework.py --set fixmatch.NAME=VALUE`` changes one)."""
 
-    steps: int = 2500
+    steps: int = 2000
     labeled_batch: int = 32  # labeled images per step (drawn with replacement from the 100)
     mu: int = 3  # unlabeled images per step = mu * labeled_batch, each seen weak and strong
     threshold: float = 0.95  # tau: the confidence a pseudo-label needs
@@ -144,6 +144,7 @@ class FixMatchConfig:
     max_shift: int = 2  # the weak view's shift, in pixels
     strong_p: float = 0.5  # probability of each strong operation
     cutout: int = 10  # side of the cut-out square, in pixels
+    strong_labeled: bool = False  # True: the labeled images get the strong view instead of the weak one
 
     @classmethod
     def with_settings(cls, **changes) -> FixMatchConfig:
@@ -162,17 +163,21 @@ def fixmatch_step(model: nn.Module, optimizer: torch.optim.Optimizer, x_lab: tor
     """One FixMatch step on a labeled and an unlabeled batch; returns the losses and the mask rate.
 
     The pseudo-labels come from the weak views in eval mode (dropout off) without gradients; the
-    labeled weak views and the unlabeled strong views then go through the model in one batch.
+    labeled images (weak views, or strong ones with ``config.strong_labeled``) and the unlabeled
+    strong views then go through the model in one batch.
     """
     device = model_device(model)
-    weak_lab = weak_augment(x_lab, generator, config.max_shift).to(device)
+    if config.strong_labeled:
+        view_lab = strong_augment(x_lab, generator, config.strong_p, config.cutout).to(device)
+    else:
+        view_lab = weak_augment(x_lab, generator, config.max_shift).to(device)
     weak = weak_augment(x_unlab, generator, config.max_shift).to(device)
     strong = strong_augment(x_unlab, generator, config.strong_p, config.cutout).to(device)
     model.eval()
     with torch.no_grad():
         logits_weak = model(weak)
     model.train()
-    out = model(torch.cat([weak_lab, strong]))
+    out = model(torch.cat([view_lab, strong]))
     supervised = F.cross_entropy(out[:len(x_lab)], y_lab.to(device))
     unlabeled, mask = fixmatch_loss(logits_weak, out[len(x_lab):], config.threshold)
     loss = supervised + config.unlabeled_weight * unlabeled

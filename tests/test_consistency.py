@@ -118,3 +118,16 @@ def test_a_short_fixmatch_run_learns_the_labels_and_logs_the_mask_rate():
         assert F.softmax(model(x[10:]), 1).amax(1).mean() > 0.9  # confident on the unlabeled images
     with pytest.raises(ValueError, match="as many labels"):
         C.train_fixmatch(new_model(), x[:10], y[:9], x[10:])
+
+
+@pytest.mark.parametrize("strong_labeled", [False, True])
+def test_one_step_updates_the_weights_and_reports_the_mask_rate(strong_labeled):
+    torch.manual_seed(0)
+    model, x = new_model(), digits(12)
+    before = [p.detach().clone() for p in model.parameters()]
+    config = C.FixMatchConfig.with_settings(threshold=0.0, strong_labeled=strong_labeled)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    row = C.fixmatch_step(model, optimizer, x[:4], torch.arange(4), x[4:], torch.Generator(), config)
+    assert row["mask_rate"] == 1.0  # threshold 0: every pseudo-label counts
+    assert row["supervised"] > 0 and row["unlabeled"] > 0 and model.training
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
