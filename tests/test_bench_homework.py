@@ -83,3 +83,15 @@ def test_every_seed_runs_the_chosen_stages(monkeypatch, tmp_path, capsys):
     assert calls == [(0, ["hard"], 100), (1, ["hard"], 100), (2, ["hard"], 100)]
     assert "hard pseudo (b) reference     acc   91.00 ±  1.00" in capsys.readouterr().out
     assert len(saved.read_text().splitlines()) == 3
+
+
+def test_report_over_files_with_different_stages(capsys):
+    def run(seed, **b):
+        return {"dataset": "mnist-5k", "seed": seed, "reduced": False, "settings": [], "b": b}
+
+    homework.report([run(0, **{"hard pseudo": (94.0, 40.0)}), run(1, **{"hard pseudo": (96.0, 42.0)}),
+                     run(0, fixmatch=(97.0, 150.0))])
+    out = capsys.readouterr().out
+    assert "over seeds [0, 1]" in out
+    assert "hard pseudo (b) reference     acc   95.00 ±  1.41  time   41.00 ±  1.41" in out
+    assert "fixmatch    (b) consistency   acc   97.00 ±  0.00  time  150.00 ±  0.00  (seeds [0])" in out
