@@ -130,7 +130,7 @@ def orthogonal_(w: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Ten
         return w.copy_(q.reshape(w.shape)).mul_(gain)
 
 
-def shrink_last_layer_(model: nn.Module, factor: float = 0.1) -> nn.Linear:
+def shrink_last_layer_(model: nn.Module, factor: float = 0.01) -> nn.Linear:
     """Scale the last ``nn.Linear`` of ``model`` by ``factor`` and zero its bias, in place; return it.
 
     At initialization a classifier knows nothing, so it should give every one of its C classes
