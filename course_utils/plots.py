@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import seaborn
 import torch
+from matplotlib.colors import LogNorm
 
 
 def show_images(images: torch.Tensor, labels=None, class_names=None, ncols: int = 8,
-                size: float = 1.4, title: str | None = None):
-    """A grid of images: uint8 or float, ``[N, H, W]`` or ``[N, C, H, W]`` (C = 1 or 3)."""
+                size: float = 1.4, title: str | None = None, titles=None):
+    """A grid of images: uint8 or float, ``[N, H, W]`` or ``[N, C, H, W]`` (C = 1 or 3).
+
+    Each image is titled by its label (a class name when ``class_names`` is given), or by
+    ``titles[i]`` when ``titles`` (one string per image, lines split by ``\\n``) is given.
+    """
     images = images.detach().cpu()
     if images.ndim == 3:
         images = images.unsqueeze(1)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"show_images expects [N, H, W] or [N, 1|3, H, W], got {tuple(images.shape)}.")
     n = len(images)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"show_images got {len(titles)} titles for {n} images: give one per image.")
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False)
+    height = nrows * size * (1.15 + 0.12 * max((t.count("\n") for t in titles or [""]), default=0))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -24,7 +33,9 @@ def show_images(images: torch.Tensor, labels=None, class_names=None, ncols: int 
         img = images[i].float()
         img = (img - img.min()) / (img.max() - img.min() + 1e-12)  # display range only
         ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
-        if labels is not None:
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+        elif labels is not None:
             lab = int(labels[i])
             ax.set_title(class_names[lab] if class_names else str(lab), fontsize=8)
     if title:
@@ -63,6 +74,35 @@ def plot_per_class(acc: torch.Tensor, class_names, title: str = "Accuracy per cl
     ax.set_xlabel("accuracy")
     ax.set_title(title)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(matrix: torch.Tensor, class_names, title: str | None = None):
+    """Heatmap of a confusion matrix: row = true class, column = predicted class, counts in the cells.
+
+    The colour scale is logarithmic, so that the few dozen confusions between two classes stand
+    out next to the diagonal's hundreds of correct predictions; empty cells stay white.
+    """
+    matrix = torch.as_tensor(matrix).detach().cpu()
+    k = len(class_names)
+    if matrix.shape != (k, k):
+        raise ValueError(f"plot_confusion_matrix expects a {k} x {k} matrix for {k} class names, "
+                         f"got {tuple(matrix.shape)}.")
+    if matrix.is_floating_point() or (matrix < 0).any():
+        raise ValueError("plot_confusion_matrix expects counts: non-negative integers.")
+    counts = matrix.numpy()
+    fig, ax = plt.subplots(figsize=(0.62 * k + 2.2, 0.55 * k + 1.2))
+    seaborn.heatmap(counts, mask=counts == 0, norm=LogNorm(vmin=1, vmax=max(int(counts.max()), 2)),
+                    annot=True, fmt="d", annot_kws={"fontsize": 7}, cmap="rocket_r", linewidths=0.5,
+                    linecolor="0.9", xticklabels=class_names, yticklabels=class_names, ax=ax,
+                    cbar_kws={"label": "images (log scale)"})
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.tick_params(labelsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 

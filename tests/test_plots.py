@@ -34,3 +34,30 @@ def test_plot_history_and_per_class():
     fig = plots.plot_per_class(torch.linspace(0.5, 1, 10), FASHION_CLASSES)
     assert len(fig.axes[0].patches) == 10
     plt.close("all")
+
+
+def test_show_images_titles():
+    fig = plots.show_images(torch.rand(3, 8, 8), titles=["a\nb", "c", "d"], ncols=3)
+    assert [ax.get_title() for ax in fig.axes] == ["a\nb", "c", "d"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="2 titles for 3 images"):
+        plots.show_images(torch.rand(3, 8, 8), titles=["a", "b"])
+
+
+def test_plot_confusion_matrix_writes_each_count():
+    true = torch.tensor([0, 0, 1, 2, 2, 2])
+    pred = torch.tensor([0, 1, 1, 2, 2, 0])
+    matrix = torch.bincount(true * 3 + pred, minlength=9).view(3, 3)
+    fig = plots.plot_confusion_matrix(matrix, ["a", "b", "c"], title="t")
+    ax = fig.axes[0]
+    written = sorted(int(t.get_text()) for t in ax.texts)
+    assert written == sorted(matrix[matrix > 0].tolist())  # the empty cells carry no number
+    at = {(int(t.get_position()[1]), int(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
+    assert at == {(r, c): int(matrix[r, c]) for r in range(3) for c in range(3) if matrix[r, c]}  # row = true
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "predicted class"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="3 x 3"):
+        plots.plot_confusion_matrix(torch.zeros(2, 2, dtype=torch.long), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="counts"):
+        plots.plot_confusion_matrix(torch.rand(3, 3), ["a", "b", "c"])
