@@ -69,6 +69,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the reference's progress bars; set
 
 import argparse
 import ast
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -382,6 +383,8 @@ def main(argv=None) -> int:
                     record["a"] = run_seed_protocol(train_ds, lab_idx, unlab_idx, seed, args.baseline_epochs,
                                                     args.pseudo_iterations, evaluate)
                 record["b"] = run_reference(ref, x_lab, y_lab, x_unlab, seed, evaluate, stages, config)
+                if FIXMATCH in stages:
+                    record["fixmatch_config"] = dataclasses.asdict(config)  # all of it, defaults too
                 for who in [w for w in ("a", "b") if w in record]:
                     line = ", ".join(f"{stage} {acc:.2f}% in {sec:.1f}s"
                                      for stage, (acc, sec) in record[who].items())

@@ -2,6 +2,7 @@
 
 import argparse
 import ast
+import json
 
 import pytest
 import torch
@@ -83,6 +84,12 @@ def test_every_seed_runs_the_chosen_stages(monkeypatch, tmp_path, capsys):
     assert calls == [(0, ["hard"], 100), (1, ["hard"], 100), (2, ["hard"], 100)]
     assert "hard pseudo (b) reference     acc   91.00 ±  1.00" in capsys.readouterr().out
     assert len(saved.read_text().splitlines()) == 3
+    assert "fixmatch_config" not in json.loads(saved.read_text().splitlines()[0])
+    homework.main(["--reference-only", "--stages", "fixmatch", "--seeds", "1", "--datasets", "mnist-5k",
+                   "--set", "fixmatch.threshold=0.9", "--save", str(saved)])
+    record = json.loads(saved.read_text().splitlines()[-1])
+    assert record["fixmatch_config"]["threshold"] == 0.9 and record["settings"] == ["fixmatch.threshold=0.9"]
+    assert record["fixmatch_config"]["steps"] == homework.FixMatchConfig().steps  # defaults saved too
 
 
 def test_report_over_files_with_different_stages(capsys):
