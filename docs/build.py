@@ -5,8 +5,8 @@ What it does, in order:
 1. stages the pages in ``build/site-src`` (``--src``): the student copy of every lesson and of
    the homework (``notebooks/0[1-6]_*.ipynb``; ``notebooks/solutions/`` is never read), a home
    page and two guides cut from the README (its intro and lesson table, "Set up" with "Data",
-   and "Grading the homework"), and ``figures/`` when it exists. README links to files the
-   site does not hold are pointed at the repository on GitHub;
+   and "Grading the homework"), and ``figures/`` when it exists (its index is the last page).
+   README links to files the site does not hold are pointed at the repository on GitHub;
 2. copies MathJax 3 from ``docs/node_modules`` (``npm ci --prefix docs`` fetches it once from
    the npm registry, as pinned by ``docs/package-lock.json``; this script runs it when the copy
    is missing) into the site, so formulas render with no network;
@@ -107,7 +107,8 @@ def point_links_home(markdown: str, src: Path, repo: str) -> str:
 def title_page(readme: str, pages: list[Path]) -> str:
     """The home page: the README's intro, then the table of contents that makes the sidebar."""
     guides = list(README_PAGES)
-    toc = "\n".join([*guides[:1], *(f"notebooks/{p.stem}" for p in pages), *guides[1:]])
+    figures = ["figures/README"] if (ROOT / "figures" / "README.md").is_file() else []
+    toc = "\n".join([*guides[:1], *(f"notebooks/{p.stem}" for p in pages), *guides[1:], *figures])
     return (readme_intro(readme) + "\n```{toctree}\n:hidden:\n:maxdepth: 1\n\n" + toc + "\n```\n")
 
 

@@ -41,8 +41,9 @@ except ModuleNotFoundError:  # Python 3.10: pytest brings tomli
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(ROOT.glob("notebooks/0[1-6]_*.ipynb"))
 GUIDES = ["setup", "grading"]
-PAGES = ["index", *GUIDES, *(f"notebooks/{p.stem}" for p in LESSONS)]
-SIDEBAR = ["index", "setup", *(f"notebooks/{p.stem}" for p in LESSONS), "grading"]
+FIGURES = "figures/README"  # the index of figures/, with a download link to each PNG and SVG
+PAGES = ["index", *GUIDES, *(f"notebooks/{p.stem}" for p in LESSONS), FIGURES]
+SIDEBAR = ["index", "setup", *(f"notebooks/{p.stem}" for p in LESSONS), "grading", FIGURES]
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BUILD_TIMEOUT = 600
@@ -242,6 +243,9 @@ def test_page_renders_offline(path, visit, shots):
         assert download.count() == 1, f"{path}: no .ipynb download link"
         got = v.page.evaluate("url => fetch(url).then(r => r.json())", download.get_attribute("href"))
         assert got["cells"] and got["nbformat"] == 4, "the downloaded file is not the notebook"
+    if path == "index":  # the README's showcase of the course's figures
+        shown = {Path(i["src"]).name for i in seen["imgs"] if i["ok"]}
+        assert len(shown & {p.name for p in (ROOT / "figures").glob("*.png")}) >= 3, shown
     kind = page_type(path)
     if kind and not (shots / f"{kind}.png").exists():
         if v.page.locator("main .cell_output img").count():  # a lesson: show its first figure
@@ -258,6 +262,8 @@ def page_type(path: str) -> str | None:
         return "guide"
     if path.startswith("notebooks/06_"):
         return "homework"
+    if path == FIGURES:
+        return "figures"
     return "lesson" if path.startswith("notebooks/") else None
 
 
