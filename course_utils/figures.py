@@ -15,6 +15,8 @@ import os
 import re
 from pathlib import Path
 
+import matplotlib
+
 from course_utils.runtime import atomic_write
 
 FIGURES_ENV = "COURSE_FIGURES"
@@ -41,6 +43,7 @@ def save_figure(fig, name: str, caption: str) -> list[Path]:
     for fmt in FORMATS:
         buffer = io.BytesIO()
         meta = {"Date": None} if fmt == "svg" else {}  # no timestamp: an unchanged figure diffs clean
-        fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight", metadata=meta)
+        with matplotlib.rc_context({"svg.hashsalt": name}):  # the same ids in every run
+            fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight", metadata=meta)
         written.append(atomic_write(Path(folder) / f"{name}.{fmt}", buffer.getvalue()))
     return written

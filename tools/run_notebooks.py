@@ -117,7 +117,8 @@ def run(path: Path, smoke: bool, timeout: int) -> float:
     A full run also exports the notebook's ``save_figure`` figures into ``figures/``.
     """
     nb = nbformat.read(path, as_version=4)
-    figures = None if smoke else str(catalogue.ROOT / "figures")
+    in_repo = path.resolve().is_relative_to(catalogue.ROOT)  # bench.course runs temporary copies
+    figures = str(catalogue.ROOT / "figures") if in_repo and not smoke else None
     start = time.perf_counter()
     with environment(COURSE_SMOKE="1" if smoke else "0", COURSE_FIGURES=figures):
         NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
