@@ -78,8 +78,12 @@ def _check_block_args(channels: int, out_channels: int, stride: int) -> None:
                          f"out_channels={out_channels}, stride={stride}.")
 
 
-def _two_convs(channels: int, out_channels: int, stride: int, last_bn: bool) -> nn.Sequential:
-    """The body both residual blocks share: conv3x3 (stride) -> BN -> ReLU -> conv3x3 (-> BN)."""
+def conv_body(channels: int, out_channels: int, stride: int, last_bn: bool) -> nn.Sequential:
+    """The body both residual blocks share: conv3x3 (stride) -> BN -> ReLU -> conv3x3 (-> BN).
+
+    ``last_bn=False`` is the pre-activation body, whose output is added to the skip before any
+    normalization (the next block normalizes it).
+    """
     layers = [nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False),
               nn.BatchNorm2d(out_channels), nn.ReLU(),
               nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)]
@@ -103,7 +107,7 @@ class ResidualBlock(nn.Module):
         out_channels = out_channels or channels
         _check_block_args(channels, out_channels, stride)
         self.residual = residual
-        self.body = _two_convs(channels, out_channels, stride, last_bn=True)
+        self.body = conv_body(channels, out_channels, stride, last_bn=True)
         self.shortcut = projection(channels, out_channels, stride) if residual else None
 
     def forward(self, x):
@@ -128,7 +132,7 @@ class PreActBlock(nn.Module):
         _check_block_args(channels, out_channels, stride)
         self.residual = residual
         self.pre = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
-        self.body = _two_convs(channels, out_channels, stride, last_bn=False)
+        self.body = conv_body(channels, out_channels, stride, last_bn=False)
         reshapes = stride != 1 or channels != out_channels
         self.shortcut = projection(channels, out_channels, stride, batch_norm=False) if reshapes else None
 
