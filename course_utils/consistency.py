@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from course_utils.augment import shift_crop
 from course_utils.runtime import model_device
@@ -140,11 +141,12 @@ class FixMatchConfig:
     mu: int = 3  # unlabeled images per step = mu * labeled_batch, each seen weak and strong
     threshold: float = 0.95  # tau: the confidence a pseudo-label needs
     unlabeled_weight: float = 1.0  # lambda_u
-    lr: float = 2e-3  # Adam, cosine-decayed to 0 over the steps
+    lr: float = 3e-3  # Adam, cosine-decayed to 0 over the steps
     max_shift: int = 2  # the weak view's shift, in pixels
     strong_p: float = 0.5  # probability of each strong operation
     cutout: int = 10  # side of the cut-out square, in pixels
     strong_labeled: bool = False  # True: the labeled images get the strong view instead of the weak one
+    ema: float = 0.999  # return the moving average of the weights (decay per step; 0: the last weights)
 
     @classmethod
     def with_settings(cls, **changes) -> FixMatchConfig:
@@ -193,24 +195,36 @@ def train_fixmatch(model: nn.Module, x_labeled: torch.Tensor, y_labeled: torch.T
                    log_every: int = 0) -> nn.Module:
     """Train ``model`` in place with FixMatch for ``config.steps`` Adam steps; return it in eval mode.
 
-    Batches are drawn with a generator seeded by ``seed`` (the model's initial weights are the
-    caller's). ``model.history`` holds, every ``log_every`` steps (0: never), the step, the losses and
-    the share of unlabeled images above the threshold.
+    With ``config.ema > 0`` the returned weights are the exponential moving average of the weights
+    after each step (as the paper evaluates): the last weights of a run jump with every noisy
+    batch of pseudo-labels, their average does not. Batches are drawn with a generator seeded by
+    ``seed`` (the model's initial weights are the caller's). ``model.history`` holds, every
+    ``log_every`` steps (0: never), the step, the losses and the share of unlabeled images above
+    the threshold.
     """
     config = config or FixMatchConfig()
     if len(x_labeled) != len(y_labeled) or not len(x_labeled) or not len(x_unlabeled):
         raise ValueError(f"need as many labels as labeled images and some unlabeled images, got "
                          f"{len(x_labeled)} images, {len(y_labeled)} labels, {len(x_unlabeled)} unlabeled.")
+    if not 0 <= config.ema < 1:
+        raise ValueError(f"ema is a decay per step in [0, 1) (0: off), got {config.ema}.")
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    average = None
+    if config.ema:  # buffers too: a model with batch norm keeps running statistics that match
+        average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
     history = []
     for step in range(1, config.steps + 1):
         i = torch.randint(len(x_labeled), (config.labeled_batch,), generator=generator)
         j = torch.randint(len(x_unlabeled), (config.mu * config.labeled_batch,), generator=generator)
         row = fixmatch_step(model, optimizer, x_labeled[i], y_labeled[i], x_unlabeled[j], generator, config)
         schedule.step()
+        if average is not None:
+            average.update_parameters(model)
         if log_every and step % log_every == 0:
             history.append({"step": step, **row})
+    if average is not None:
+        model.load_state_dict(average.module.state_dict())
     model.history = history
     return model.eval()

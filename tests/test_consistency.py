@@ -109,7 +109,7 @@ def test_a_short_fixmatch_run_learns_the_labels_and_logs_the_mask_rate():
     x = digits(40, seed=1)
     y = torch.arange(40) % 2
     x[y == 1, :, 8:20, 10:14] = -0.42  # class 1: only the right half of the blob
-    config = C.FixMatchConfig.with_settings(steps=60, labeled_batch=8, mu=2, lr=3e-3)
+    config = C.FixMatchConfig.with_settings(steps=60, labeled_batch=8, mu=2, lr=3e-3, ema=0.0)
     model = C.train_fixmatch(new_model(), x[:10], y[:10], x[10:], seed=0, config=config, log_every=20)
     assert not model.training and [h["step"] for h in model.history] == [20, 40, 60]
     assert all(0 <= h["mask_rate"] <= 1 for h in model.history)
@@ -131,3 +131,21 @@ def test_one_step_updates_the_weights_and_reports_the_mask_rate(strong_labeled):
     assert row["mask_rate"] == 1.0  # threshold 0: every pseudo-label counts
     assert row["supervised"] > 0 and row["unlabeled"] > 0 and model.training
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_ema_returns_the_moving_average_of_the_weights_after_each_step():
+    x, y = digits(12), torch.arange(4)
+
+    def weights(steps: int, ema: float) -> list[torch.Tensor]:
+        torch.manual_seed(0)  # the same initial weights and dropout masks in every run
+        config = C.FixMatchConfig.with_settings(steps=steps, labeled_batch=4, mu=2, threshold=0.0, ema=ema)
+        model = C.train_fixmatch(new_model(), x[:4], y, x[4:], config=config)
+        return [p.detach() for p in model.parameters()]
+
+    after_1, after_2 = weights(1, 0.0), weights(2, 0.0)  # step 1 is the same in both (lr starts equal)
+    averaged = weights(2, 0.75)  # the average starts at the weights after step 1
+    assert not torch.equal(after_1[0], after_2[0])
+    for a1, a2, e in zip(after_1, after_2, averaged):
+        torch.testing.assert_close(e, 0.75 * a1 + 0.25 * a2)
+    with pytest.raises(ValueError, match="ema"):
+        weights(1, 1.0)

@@ -99,9 +99,10 @@ def test_no_answer_line_leaks_and_every_block_became_a_stub(solution_path):
 @pytest.mark.parametrize("solution_path", SOLUTIONS, ids=ids)
 def test_outputs_kept_except_in_exercise_cells(solution_path):
     solution, student = read(solution_path), read(catalogue.student_of(solution_path))
-    assert len(solution.cells) == len(student.cells)
+    shared = [c for c in solution.cells if make_student.SOLUTION_ONLY not in c.metadata.get("tags", [])]
+    assert len(shared) == len(student.cells)
     kept = 0
-    for sol, stu in zip(solution.cells, student.cells):
+    for sol, stu in zip(shared, student.cells):
         if stu.cell_type != "code":
             continue
         tags = stu.metadata.get("tags", [])
@@ -276,3 +277,14 @@ def test_loop_variables_parameters_and_comprehensions_are_not_reads_of_an_exerci
                       "total = sum(y for y in range(3))"]  # 12
     tags = [c.metadata.get("tags") for c in make_student.build(notebook(*later)).cells[10:]]
     assert tags == [None, None, None]
+
+
+def test_solution_only_cells_are_left_out_and_their_lines_count_as_answers():
+    nb = notebook("md:# Homework", "x = 1", "md:## Going further", "print(secret_method(x))")
+    for cell in nb.cells[2:]:
+        cell.metadata["tags"] = ["solution-only"]
+    student = make_student.build(nb)
+    assert [c.source for c in student.cells][1:] == ["x = 1"]
+    assert "print(secret_method(x))" in make_student.solution_lines(nb)[0]
+    student.cells.append(nbformat.v4.new_code_cell("print(secret_method(x))"))
+    assert make_student.leaked_lines(nb, student) == ["print(secret_method(x))"]
