@@ -212,7 +212,7 @@ def train_fixmatch(model: nn.Module, x_labeled: torch.Tensor, y_labeled: torch.T
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     average = None
-    if config.ema:  # buffers too: a model with batch norm keeps running statistics that match
+    if config.ema:  # use_buffers: batch norm running statistics are averaged along with the weights
         average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
     history = []
     for step in range(1, config.steps + 1):
