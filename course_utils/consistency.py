@@ -11,6 +11,10 @@ cross-entropy on their weak views. Unlike task 2's rounds, the pseudo-labels are
 step, and the loss asks for the same answer on two very different views of an image: a consistency
 objective with a confidence filter instead of a curriculum.
 
+One change from the paper, FlexMatch's (Zhang et al., 2021): the confidence bar is set per class,
+lower for a class whose images the model is slow to be sure of (``class_thresholds``), so a class
+that the few labels show poorly is not left behind while the others claim its images.
+
 The augmentations act on whole batches of standardized images ``[N, 1, H, W]`` (one affine grid per
 image, no per-image Python loop). What they uncover or cut out is filled with each image's own
 minimum, the background of a digit whatever the standardization.
@@ -106,23 +110,43 @@ def strong_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.5,
     return cutout(x, generator, cutout_size)
 
 
-def confident_pseudo_labels(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(labels, mask)``: the argmax of each row, and whether its probability is ``>= threshold``."""
+def confident_pseudo_labels(probs: torch.Tensor,
+                            threshold: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(labels, mask)``: the argmax of each row, and whether its probability is ``>= threshold``
+    (one number, or one per class: a row then needs the threshold of its own argmax)."""
     if probs.ndim != 2:
         raise ValueError(f"probs must be [N, classes], got shape {tuple(probs.shape)}.")
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+    bar = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
+    if bar.ndim > 1 or (bar.ndim == 1 and len(bar) != probs.shape[1]) or not ((0 <= bar) & (bar <= 1)).all():
+        raise ValueError(f"threshold must be one number in [0, 1] or one per class ({probs.shape[1]}), "
+                         f"got {threshold}.")
     confidence, labels = probs.max(dim=1)
-    return labels, confidence >= threshold
+    return labels, confidence >= (bar[labels] if bar.ndim else bar)
+
+
+def class_thresholds(learned: torch.Tensor, num_classes: int, threshold: float) -> torch.Tensor:
+    """FlexMatch's threshold for each class (Zhang et al., 2021, with its warm-up).
+
+    ``learned[i]`` is the class that unlabeled image ``i`` was last predicted with confidence
+    ``>= threshold`` (-1: never yet). A class's learning effect is the number of images it holds,
+    relative to the best-learned class, or to the images not learned yet while they are more (the
+    warm-up); its threshold is ``threshold * M(effect)`` with the convex ``M(x) = x / (2 - x)``.
+    A class the model is slow to be sure of (as of the one style of 7 that none of the labeled 7s
+    shows) gets a lower bar, so its images train the model before other classes claim them.
+    """
+    counts = torch.bincount(learned[learned >= 0], minlength=num_classes).float()
+    effect = counts / max(counts.max().item(), int((learned < 0).sum()), 1)
+    return threshold * effect / (2 - effect)
 
 
 def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor,
-                  threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+                  threshold: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """FixMatch's unlabeled loss and its mask.
 
     ``mean_i mask_i * CE(logits_strong_i, argmax softmax(logits_weak_i))`` over **all** N images
     (as in the paper: unconfident images count as zeros, so the loss grows with the share the model
-    is sure about); no gradient flows through the weak view.
+    is sure about); no gradient flows through the weak view. ``threshold``: one number, or one per
+    class (``class_thresholds``).
     """
     if logits_weak.shape != logits_strong.shape:
         raise ValueError(f"weak {tuple(logits_weak.shape)} and strong {tuple(logits_strong.shape)} "
@@ -130,6 +154,9 @@ def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor,
     labels, mask = confident_pseudo_labels(F.softmax(logits_weak.detach(), dim=1), threshold)
     per_image = F.cross_entropy(logits_strong, labels, reduction="none")
     return (per_image * mask).mean(), mask
+
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -140,13 +167,22 @@ class FixMatchConfig:
     labeled_batch: int = 32  # labeled images per step (drawn with replacement from the 100)
     mu: int = 3  # unlabeled images per step = mu * labeled_batch, each seen weak and strong
     threshold: float = 0.95  # tau: the confidence a pseudo-label needs
+    flexible: bool = True  # FlexMatch: per-class thresholds below tau for classes learned slowly
     unlabeled_weight: float = 1.0  # lambda_u
-    lr: float = 3e-3  # Adam, cosine-decayed to 0 over the steps
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9, as in the paper) or "adam"
+    lr: float = 0.03  # cosine-decayed to 0 over the steps
+    weight_decay: float = 5e-4
     max_shift: int = 2  # the weak view's shift, in pixels
     strong_p: float = 0.5  # probability of each strong operation
     cutout: int = 10  # side of the cut-out square, in pixels
     strong_labeled: bool = False  # True: the labeled images get the strong view instead of the weak one
     ema: float = 0.999  # return the moving average of the weights (decay per step; 0: the last weights)
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema is a decay per step in [0, 1) (0: off), got {self.ema}.")
 
     @classmethod
     def with_settings(cls, **changes) -> FixMatchConfig:
@@ -161,13 +197,19 @@ class FixMatchConfig:
 
 def fixmatch_step(model: nn.Module, optimizer: torch.optim.Optimizer, x_lab: torch.Tensor,
                   y_lab: torch.Tensor, x_unlab: torch.Tensor, generator: torch.Generator,
-                  config: FixMatchConfig) -> dict:
+                  config: FixMatchConfig, learned: torch.Tensor | None = None,
+                  index: torch.Tensor | None = None) -> dict:
     """One FixMatch step on a labeled and an unlabeled batch; returns the losses and the mask rate.
 
     The pseudo-labels come from the weak views in eval mode (dropout off) without gradients; the
     labeled images (weak views, or strong ones with ``config.strong_labeled``) and the unlabeled
-    strong views then go through the model in one batch.
+    strong views then go through the model in one batch. With ``learned`` (FlexMatch's record of
+    the whole unlabeled set, see ``class_thresholds``) the thresholds are per class, and the record
+    of the batch's images (their positions ``index`` in that set) is updated in place; the
+    returned row then holds the thresholds used too.
     """
+    if learned is not None and (index is None or len(index) != len(x_unlab)):
+        raise ValueError("learned needs index: each unlabeled image's position in the unlabeled set.")
     device = model_device(model)
     if config.strong_labeled:
         view_lab = strong_augment(x_lab, generator, config.strong_p, config.cutout).to(device)
@@ -180,45 +222,63 @@ def fixmatch_step(model: nn.Module, optimizer: torch.optim.Optimizer, x_lab: tor
         logits_weak = model(weak)
     model.train()
     out = model(torch.cat([view_lab, strong]))
+    threshold = config.threshold
+    if learned is not None:
+        threshold = class_thresholds(learned, out.shape[1], config.threshold).to(device)
     supervised = F.cross_entropy(out[:len(x_lab)], y_lab.to(device))
-    unlabeled, mask = fixmatch_loss(logits_weak, out[len(x_lab):], config.threshold)
+    unlabeled, mask = fixmatch_loss(logits_weak, out[len(x_lab):], threshold)
     loss = supervised + config.unlabeled_weight * unlabeled
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return {"supervised": supervised.item(), "unlabeled": unlabeled.item(),
-            "mask_rate": mask.float().mean().item()}
+    if learned is not None:
+        labels, sure = confident_pseudo_labels(F.softmax(logits_weak, dim=1), config.threshold)
+        learned[index[sure.cpu()]] = labels[sure].cpu()
+    row = {"supervised": supervised.item(), "unlabeled": unlabeled.item(),
+           "mask_rate": mask.float().mean().item()}
+    if learned is not None:
+        row["thresholds"] = threshold.tolist()
+    return row
+
+
+def make_optimizer(model: nn.Module, config: FixMatchConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum 0.9 (the paper's) or Adam, at ``config.lr`` and ``config.weight_decay``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
+                               weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def train_fixmatch(model: nn.Module, x_labeled: torch.Tensor, y_labeled: torch.Tensor,
                    x_unlabeled: torch.Tensor, seed: int = 0, config: FixMatchConfig | None = None,
                    log_every: int = 0) -> nn.Module:
-    """Train ``model`` in place with FixMatch for ``config.steps`` Adam steps; return it in eval mode.
+    """Train ``model`` in place with FixMatch for ``config.steps`` steps; return it in eval mode.
 
+    With ``config.flexible`` the thresholds are FlexMatch's, one per class (``class_thresholds``).
     With ``config.ema > 0`` the returned weights are the exponential moving average of the weights
     after each step (as the paper evaluates): the last weights of a run jump with every noisy
     batch of pseudo-labels, their average does not. Batches are drawn with a generator seeded by
     ``seed`` (the model's initial weights are the caller's). ``model.history`` holds, every
-    ``log_every`` steps (0: never), the step, the losses and the share of unlabeled images above
-    the threshold.
+    ``log_every`` steps (0: never), the step, the losses and the share of unlabeled images that
+    passed their threshold.
     """
     config = config or FixMatchConfig()
     if len(x_labeled) != len(y_labeled) or not len(x_labeled) or not len(x_unlabeled):
         raise ValueError(f"need as many labels as labeled images and some unlabeled images, got "
                          f"{len(x_labeled)} images, {len(y_labeled)} labels, {len(x_unlabeled)} unlabeled.")
-    if not 0 <= config.ema < 1:
-        raise ValueError(f"ema is a decay per step in [0, 1) (0: off), got {config.ema}.")
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     average = None
     if config.ema:  # use_buffers: batch norm running statistics are averaged along with the weights
         average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    learned = torch.full((len(x_unlabeled),), -1) if config.flexible else None  # no class yet
     history = []
     for step in range(1, config.steps + 1):
         i = torch.randint(len(x_labeled), (config.labeled_batch,), generator=generator)
         j = torch.randint(len(x_unlabeled), (config.mu * config.labeled_batch,), generator=generator)
-        row = fixmatch_step(model, optimizer, x_labeled[i], y_labeled[i], x_unlabeled[j], generator, config)
+        row = fixmatch_step(model, optimizer, x_labeled[i], y_labeled[i], x_unlabeled[j], generator,
+                            config, learned, j)
         schedule.step()
         if average is not None:
             average.update_parameters(model)

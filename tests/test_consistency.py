@@ -31,6 +31,27 @@ def test_mask_keeps_exactly_the_confident_rows():
         C.confident_pseudo_labels(probs[0], 0.5)
 
 
+def test_a_per_class_threshold_is_that_of_the_rows_argmax():
+    probs = torch.tensor([[0.6, 0.4], [0.4, 0.6], [0.95, 0.05], [0.05, 0.95]])
+    labels, mask = C.confident_pseudo_labels(probs, torch.tensor([0.5, 0.9]))
+    assert labels.tolist() == [0, 1, 0, 1]
+    assert mask.tolist() == [True, False, True, True]  # class 0 needs 0.5, class 1 needs 0.9
+    for bad in (torch.tensor([0.5, 0.9, 0.9]), torch.tensor([0.5, 1.2]), torch.ones(2, 2)):
+        with pytest.raises(ValueError, match="one per class"):
+            C.confident_pseudo_labels(probs, bad)
+
+
+def test_class_thresholds_by_hand_with_the_warm_up():
+    # 4 images learned as class 0, 2 as class 1, none as class 2, 2 not yet: effect 1, 1/2, 0
+    learned = torch.tensor([0, 0, 0, 0, 1, 1, -1, -1])
+    thresholds = C.class_thresholds(learned, 3, threshold=0.9)
+    torch.testing.assert_close(thresholds, torch.tensor([0.9, 0.9 * 0.5 / 1.5, 0.0]))
+    # warm-up: while most images are not learned yet, effects are relative to their number (3)
+    warm = C.class_thresholds(torch.tensor([0, -1, -1, -1]), 3, threshold=0.9)
+    torch.testing.assert_close(warm, torch.tensor([0.9 * (1 / 3) / (5 / 3), 0.0, 0.0]))
+    assert C.class_thresholds(torch.full((5,), -1), 3, 0.95).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_fixmatch_loss_equals_a_hand_computation():
     # weak logits: rows 0 and 2 are confident (softmax max >= 0.9), row 1 is not
     logits_weak = torch.tensor([[4.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
@@ -102,6 +123,8 @@ def test_fixmatch_config_rejects_unknown_settings():
     assert C.FixMatchConfig.with_settings(threshold=0.9).threshold == 0.9
     with pytest.raises(ValueError, match="no setting tau"):
         C.FixMatchConfig.with_settings(tau=0.9)
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adam, got 'rmsprop'"):
+        C.FixMatchConfig.with_settings(optimizer="rmsprop")
 
 
 def test_a_short_fixmatch_run_learns_the_labels_and_logs_the_mask_rate():
@@ -109,7 +132,7 @@ def test_a_short_fixmatch_run_learns_the_labels_and_logs_the_mask_rate():
     x = digits(40, seed=1)
     y = torch.arange(40) % 2
     x[y == 1, :, 8:20, 10:14] = -0.42  # class 1: only the right half of the blob
-    config = C.FixMatchConfig.with_settings(steps=60, labeled_batch=8, mu=2, lr=3e-3, ema=0.0)
+    config = C.FixMatchConfig.with_settings(steps=60, labeled_batch=8, mu=2, ema=0.0)
     model = C.train_fixmatch(new_model(), x[:10], y[:10], x[10:], seed=0, config=config, log_every=20)
     assert not model.training and [h["step"] for h in model.history] == [20, 40, 60]
     assert all(0 <= h["mask_rate"] <= 1 for h in model.history)
@@ -131,6 +154,28 @@ def test_one_step_updates_the_weights_and_reports_the_mask_rate(strong_labeled):
     assert row["mask_rate"] == 1.0  # threshold 0: every pseudo-label counts
     assert row["supervised"] > 0 and row["unlabeled"] > 0 and model.training
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_a_flexible_step_records_the_class_of_each_confident_image():
+    torch.manual_seed(0)
+    model, x = new_model(), digits(12)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    learned = torch.full((20,), -1)
+    index = torch.tensor([3, 7, 7, 11, 12, 19, 0, 5])  # positions in a 20-image unlabeled set
+    config = C.FixMatchConfig.with_settings(threshold=0.0)  # every image is confident
+    row = C.fixmatch_step(model, optimizer, x[:4], torch.arange(4), x[4:], torch.Generator(), config,
+                          learned, index)
+    assert row["mask_rate"] == 1.0 and row["thresholds"] == [0.0] * 10  # nothing learned yet
+    assert (learned[index] >= 0).all() and (learned[index] < 10).all()
+    others = torch.ones(20, dtype=torch.bool)
+    others[index] = False
+    assert (learned[others] == -1).all()  # images not in the batch keep their record
+    sure = C.FixMatchConfig.with_settings(threshold=1.0)  # no image reaches 1.0: nothing recorded
+    before = learned.clone()
+    C.fixmatch_step(model, optimizer, x[:4], torch.arange(4), x[4:], torch.Generator(), sure, learned, index)
+    assert torch.equal(learned, before)
+    with pytest.raises(ValueError, match="learned needs index"):
+        C.fixmatch_step(model, optimizer, x[:4], torch.arange(4), x[4:], torch.Generator(), config, learned)
 
 
 def test_ema_returns_the_moving_average_of_the_weights_after_each_step():
