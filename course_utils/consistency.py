@@ -131,8 +131,8 @@ def class_thresholds(learned: torch.Tensor, num_classes: int, threshold: float) 
     ``>= threshold`` (-1: never yet). A class's learning effect is the number of images it holds,
     relative to the best-learned class, or to the images not learned yet while they are more (the
     warm-up); its threshold is ``threshold * M(effect)`` with the convex ``M(x) = x / (2 - x)``.
-    A class the model is slow to be sure of (as of the one style of 7 that none of the labeled 7s
-    shows) gets a lower bar, so its images train the model before other classes claim them.
+    A class the model is slow to be sure of (7 on the MNIST subset, whose labeled images miss the
+    crossbar style) gets a lower bar, so its images train the model before other classes claim them.
     """
     counts = torch.bincount(learned[learned >= 0], minlength=num_classes).float()
     effect = counts / max(counts.max().item(), int((learned < 0).sum()), 1)
